@@ -1,0 +1,100 @@
+"""Conversations -> model tensors, shared by every trainer and by evaluation.
+
+A conversation is an image plus rounds (query, referenced earlier rounds, target mask). The
+whole conversation is one LLM sequence (teacher forcing); every round's ``<seg>`` position is
+decoded into a mask, the referenced rounds' ground-truth masks go in as reference input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from segllm_ros.model import transforms as T
+from segllm_ros.model.template import tokenize_round
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class SampleRound:
+    query: str
+    ref_rounds: list[int]          # 1-based earlier rounds referenced by this round
+    mask: np.ndarray               # bool HxW target
+
+
+@dataclass
+class Sample:
+    image: np.ndarray              # HxWx3 uint8 RGB
+    rounds: list[SampleRound]
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor           # (B, 3, H, W) 0..255
+    input_ids: torch.Tensor        # (B, L)
+    attention_mask: torch.Tensor   # (B, L)
+    labels: torch.Tensor           # (B, L) answer tokens, IGNORE_INDEX elsewhere
+    seg_batch: torch.Tensor        # (R,) image index of each round
+    seg_pos: torch.Tensor          # (R,) position of each round's <seg>
+    ref_masks: list[torch.Tensor]  # per image: (refs in sequence order, H, W) bool
+    targets: torch.Tensor          # (R, S, S) target masks in SAM input space
+    dense_ref: torch.Tensor        # (R, S, S) union of referenced masks, SAM input space
+    first_ref: torch.Tensor        # (R, S, S) first referenced mask (mask-aware decoding)
+    has_ref: torch.Tensor          # (R,) bool
+
+    def to(self, device: torch.device | str) -> Batch:
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else
+                     [t.to(device) for t in v] if isinstance(v, list) else v)
+                 for k, v in self.__dict__.items()}
+        return Batch(**moved)
+
+
+def collate(samples: list[Sample], model) -> Batch:
+    """Token ids, labels and mask targets for a list of conversations (right-padded)."""
+    tok, cfg = model.tokenizer, model.config
+    size = cfg.sam.image_size
+    seqs, labels, seg_batch, seg_pos = [], [], [], []
+    ref_masks, targets, dense, first, has_ref = [], [], [], [], []
+    for b, sample in enumerate(samples):
+        hw = sample.image.shape[:2]
+        masks = [torch.from_numpy(r.mask) for r in sample.rounds]
+        ids: list[int] = []
+        lab: list[int] = []
+        refs_in_order: list[torch.Tensor] = []
+        for i, rnd in enumerate(sample.rounds):
+            rt = tokenize_round(tok, cfg, rnd.query, cfg.seg_answer, len(rnd.ref_rounds),
+                                first=i == 0, num_image_tokens=model.num_image_tokens)
+            seg_at = len(ids) + len(rt.user_ids) + rt.answer_ids.index(model.seg_token_id)
+            ids += rt.ids
+            lab += [IGNORE_INDEX] * len(rt.user_ids) + rt.answer_ids
+            seg_batch.append(b)
+            seg_pos.append(seg_at)
+            earlier = [masks[k - 1] for k in rnd.ref_rounds]
+            refs_in_order += earlier
+            frame_masks = torch.stack([masks[i], *earlier]).float()
+            in_space = T.resize_to_input_frame(frame_masks, hw, size) > 0.5
+            targets.append(in_space[0])
+            dense.append(in_space[1:].any(0) if earlier else torch.zeros(size, size, dtype=bool))
+            first.append(in_space[1] if earlier else torch.zeros(size, size, dtype=bool))
+            has_ref.append(bool(earlier))
+        seqs.append(ids)
+        labels.append(lab)
+        ref_masks.append(torch.stack(refs_in_order) if refs_in_order
+                         else torch.zeros(0, *hw, dtype=torch.bool))
+    length = max(len(s) for s in seqs)
+    pad = tok.pad_token_id
+    input_ids = torch.full((len(seqs), length), pad, dtype=torch.long)
+    label_t = torch.full((len(seqs), length), IGNORE_INDEX, dtype=torch.long)
+    attn = torch.zeros((len(seqs), length), dtype=torch.long)
+    for b, (s, lab) in enumerate(zip(seqs, labels, strict=True)):
+        input_ids[b, : len(s)] = torch.tensor(s)
+        label_t[b, : len(lab)] = torch.tensor(lab)
+        attn[b, : len(s)] = 1
+    images = torch.stack([T.to_tensor(s.image) for s in samples])
+    return Batch(images, input_ids, attn, label_t, torch.tensor(seg_batch),
+                 torch.tensor(seg_pos), ref_masks, torch.stack(targets).float(),
+                 torch.stack(dense).float(), torch.stack(first).float(),
+                 torch.tensor(has_ref))

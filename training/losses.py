@@ -1,0 +1,84 @@
+"""Mask losses (BCE + Dice, as LISA/SegLLM) and the batch forward pass that uses them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from segllm_training.batch import IGNORE_INDEX, Batch
+
+
+@dataclass
+class LossWeights:
+    text: float = 1.0
+    bce: float = 2.0
+    dice: float = 0.5
+    target: float = 1.0
+    reference: float = 0.5   # mask-aware decoding: re-segment the referenced object
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Mean over masks of 1 - soft Dice; logits/target (N, H, W)."""
+    p = logits.sigmoid().flatten(1)
+    t = target.flatten(1)
+    return (1 - (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)).mean()
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    if logits.shape[0] == 0:
+        return logits.sum() * 0
+    return w.bce * F.binary_cross_entropy_with_logits(logits, target) + w.dice * dice_loss(
+        logits, target)
+
+
+def batch_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-mask IoU of thresholded logits; 1 when both are empty."""
+    pred = logits > 0
+    t = target > 0.5
+    inter = (pred & t).flatten(1).sum(1).float()
+    union = (pred | t).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+    """One teacher-forced pass over whole conversations: LM loss on the answers, mask loss on
+    every round's target (and its referenced object when mask-aware decoding is on)."""
+    image_tokens = model.image_tokens(batch.images)
+    ref_tokens = torch.cat([model.reference_tokens(img, refs)
+                            for img, refs in zip(batch.images, batch.ref_masks, strict=True)])
+    embeds = model.embed(batch.input_ids, image_tokens.flatten(0, 1), ref_tokens)
+    hidden = model.llm_hidden(embeds, batch.attention_mask).last_hidden_state
+    logits = model.llm.get_output_embeddings()(hidden[:, :-1])
+    text_loss = F.cross_entropy(logits.flatten(0, 1), batch.labels[:, 1:].flatten(),
+                                ignore_index=IGNORE_INDEX)
+
+    prompts = model.seg_head(hidden[batch.seg_batch, batch.seg_pos])  # (R, slots, T, C)
+    sam_emb = model.sam_embedding(batch.images)
+    size = model.config.sam.image_size
+    target_logits, ref_logits, ref_targets = [], [], []
+    for b in range(batch.images.shape[0]):
+        idx = (batch.seg_batch == b).nonzero().flatten()
+        dense = batch.dense_ref[idx]
+        slots = [prompts[idx, 0]]
+        with_ref = idx[batch.has_ref[idx]]
+        if model.config.mask_aware_decoding and with_ref.numel():
+            slots.append(prompts[with_ref, 1])
+            dense = torch.cat([dense, batch.dense_ref[with_ref]])
+        low, _ = model.decode_masks(sam_emb[b : b + 1], torch.cat(slots), dense)
+        up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        target_logits.append(up[: idx.numel()])
+        if len(slots) > 1:
+            ref_logits.append(up[idx.numel():])
+            ref_targets.append(batch.first_ref[with_ref])
+    target_logits_t = torch.cat(target_logits)
+    loss_target = mask_loss(target_logits_t, batch.targets, w)
+    loss = w.text * text_loss + w.target * loss_target
+    metrics = {"text": text_loss.item(), "mask": loss_target.item()}
+    if ref_logits:
+        loss_ref = mask_loss(torch.cat(ref_logits), torch.cat(ref_targets), w)
+        loss = loss + w.reference * loss_ref
+        metrics["ref_mask"] = loss_ref.item()
+    metrics["iou"] = float(batch_iou(target_logits_t, batch.targets).mean())
+    metrics["loss"] = loss.item()
+    return loss, metrics

@@ -1,0 +1,156 @@
+"""Train the bundled demo SegLLM on synthetic tabletop conversations, on CPU.
+
+    python -m segllm_training.train_demo --config config/demo_model.yaml --out models/demo
+
+Conversations are generated on the fly from a seeded stream, so the run is reproducible and
+never sees the held-out evaluation seeds. A usable checkpoint is written every
+``checkpoint_every`` steps and at the end (also when the time budget runs out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from segllm_training.batch import Sample, SampleRound, collate
+from segllm_training.losses import LossWeights, forward_batch
+from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_conversation
+from segllm_training.tabletop import vocabulary as tabletop_vocabulary
+from tqdm import tqdm
+
+from segllm_ros.model.config import SegLLMConfig
+from segllm_ros.model.segllm import SegLLMModel
+from segllm_ros.model.tokenizer import WORD_PATTERN, build_word_tokenizer
+
+TRAIN_SEED = 0
+EVAL_SEED = 1_000_003  # held-out conversations come from a different stream
+
+
+@dataclass
+class DemoTrainConfig:
+    seed: int = TRAIN_SEED
+    batch_size: int = 8
+    max_steps: int = 4000
+    max_minutes: float = 55.0
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    threads: int = 2
+    tabletop: TabletopConfig = field(default_factory=TabletopConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DemoTrainConfig:
+        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        if set(data) - known:
+            raise ValueError(f"unknown train keys: {sorted(set(data) - known)}")
+        return cls(tabletop=TabletopConfig(**data.pop("tabletop", {})),
+                   loss=LossWeights(**data.pop("loss", {})), **data)
+
+
+def to_sample(conv: TabletopConversation) -> Sample:
+    return Sample(conv.scene.image, [SampleRound(r.query, list(r.ref_rounds),
+                                                 conv.scene.target_mask(r.target))
+                                     for r in conv.rounds])
+
+
+def conversation_stream(seed: int, cfg: TabletopConfig) -> Iterator[TabletopConversation]:
+    rng = np.random.default_rng(seed)
+    while True:
+        yield generate_conversation(rng, cfg)
+
+
+def demo_tokenizer(model_cfg: SegLLMConfig, tabletop_cfg: TabletopConfig):
+    """Closed vocabulary: the tabletop queries plus the conversation template's words."""
+    template = f"{model_cfg.system_prompt} USER: ASSISTANT: {model_cfg.seg_answer}"
+    words = list(tabletop_vocabulary(tabletop_cfg)) + re.findall(WORD_PATTERN, template)
+    return build_word_tokenizer(w for w in words if w not in ("<seg>",))
+
+
+def lr_at(step: int, minutes: float, cfg: DemoTrainConfig) -> float:
+    """Linear warmup, then cosine down to ``min_lr_ratio`` of the peak. Progress is the further
+    of the step and the time budget, so a slower machine still ends on a decayed rate."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, max((step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps),
+                            minutes / cfg.max_minutes))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(
+        math.pi * progress)))
+
+
+def load_experiment(path: str | Path) -> tuple[SegLLMConfig, DemoTrainConfig]:
+    data = yaml.safe_load(Path(path).read_text())
+    return SegLLMConfig.from_dict(data["model"]), DemoTrainConfig.from_dict(data.get("train", {}))
+
+
+def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path,
+          progress: bool = True) -> tuple[SegLLMModel, list[dict]]:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    model = SegLLMModel(model_cfg, demo_tokenizer(model_cfg, cfg.tabletop)).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stream = conversation_stream(cfg.seed, cfg.tabletop)
+    history: list[dict] = []
+    start = time.monotonic()
+    bar = tqdm(range(cfg.max_steps), disable=not progress, desc="train_demo")
+    for step in bar:
+        minutes = (time.monotonic() - start) / 60
+        lr = lr_at(step, minutes, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = collate([to_sample(next(stream)) for _ in range(cfg.batch_size)], model)
+        loss, metrics = forward_batch(model, batch, cfg.loss)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {step}: {metrics}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        metrics.update(step=step, lr=lr, minutes=minutes)
+        history.append(metrics)
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", iou=f"{metrics['iou']:.3f}")
+        if (step + 1) % cfg.checkpoint_every == 0:
+            _save(model, out, history)
+        if metrics["minutes"] > cfg.max_minutes:
+            break
+    _save(model, out, history)
+    return model.eval(), history
+
+
+def _save(model: SegLLMModel, out: Path, history: list[dict]) -> None:
+    model.save_pretrained(out)
+    (out / "train_log.json").write_text(json.dumps(history))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config/demo_model.yaml")
+    parser.add_argument("--out", default="models/demo")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--max-minutes", type=float)
+    args = parser.parse_args(argv)
+    model_cfg, cfg = load_experiment(args.config)
+    if args.max_steps:
+        cfg.max_steps = args.max_steps
+    if args.max_minutes:
+        cfg.max_minutes = args.max_minutes
+    train(model_cfg, cfg, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
