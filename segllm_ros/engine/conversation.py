@@ -304,17 +304,21 @@ class Conversation:
         """The frame round ``i`` was answered on."""
         return self.frames[self.round(i).frame_key]
 
+    def ensure_room(self) -> None:
+        """Raise ``ConversationFullError`` when no further round may be added."""
+        if self.max_rounds and len(self.rounds) >= self.max_rounds:
+            raise ConversationFullError(
+                f"conversation {self.id!r} already has {len(self.rounds)} rounds, the limit; "
+                "reset it to start a new conversation"
+            )
+
     def add_round(self, round: Round, frame: Frame) -> None:
         """Append the next round, answered on ``frame``.
 
         Raises ``ConversationFullError`` at the round limit rather than forgetting old
         rounds, since a later query may refer to any of them.
         """
-        if self.max_rounds and len(self.rounds) >= self.max_rounds:
-            raise ConversationFullError(
-                f"conversation {self.id!r} already has {len(self.rounds)} rounds, the limit; "
-                "reset it to start a new conversation"
-            )
+        self.ensure_room()
         expected = len(self.rounds) + 1
         if round.index != expected:
             raise ValueError(f"next round of {self.id!r} is {expected}, got index {round.index}")

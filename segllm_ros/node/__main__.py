@@ -1,2 +1,40 @@
-def main() -> None:
-    raise SystemExit("not yet")
+"""``segllm_node`` / ``python -m segllm_ros.node``: start the node (configure + activate)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv if argv is None else argv
+    parser = argparse.ArgumentParser(prog="segllm_node", description=__doc__)
+    parser.add_argument("--no-autostart", action="store_true",
+                        help="stay unconfigured; drive the lifecycle from outside")
+    args, _ = parser.parse_known_args(rclpy.utilities.remove_ros_args(argv)[1:])
+    rclpy.init(args=argv)
+    from segllm_ros.node.segllm_node import SegLLMNode
+
+    node = SegLLMNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        if not args.no_autostart:
+            node.trigger_configure()
+            node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node.worker is not None:
+            node.worker.stop()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()
