@@ -15,6 +15,7 @@ class LossWeights:
     bce: float = 2.0
     dice: float = 0.5
     target: float = 1.0
+    iou: float = 1.0         # SAM's IoU head learns to predict the mask's real IoU (the score)
     reference: float = 0.5   # mask-aware decoding: re-segment the referenced object
 
 
@@ -56,7 +57,7 @@ def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, di
     prompts = model.seg_head(hidden[batch.seg_batch, batch.seg_pos])  # (R, slots, T, C)
     sam_emb = model.sam_embedding(batch.images)
     size = model.config.sam.image_size
-    target_logits, ref_logits, ref_targets = [], [], []
+    target_logits, target_iou, ref_logits, ref_targets = [], [], [], []
     for b in range(batch.images.shape[0]):
         idx = (batch.seg_batch == b).nonzero().flatten()
         dense = batch.dense_ref[idx]
@@ -65,20 +66,23 @@ def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, di
         if model.config.mask_aware_decoding and with_ref.numel():
             slots.append(prompts[with_ref, 1])
             dense = torch.cat([dense, batch.dense_ref[with_ref]])
-        low, _ = model.decode_masks(sam_emb[b : b + 1], torch.cat(slots), dense)
+        low, iou = model.decode_masks(sam_emb[b : b + 1], torch.cat(slots), dense)
         up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
         target_logits.append(up[: idx.numel()])
+        target_iou.append(iou[: idx.numel(), 0])
         if len(slots) > 1:
             ref_logits.append(up[idx.numel():])
             ref_targets.append(batch.first_ref[with_ref])
     target_logits_t = torch.cat(target_logits)
     loss_target = mask_loss(target_logits_t, batch.targets, w)
-    loss = w.text * text_loss + w.target * loss_target
-    metrics = {"text": text_loss.item(), "mask": loss_target.item()}
+    ious = batch_iou(target_logits_t, batch.targets)
+    iou_loss = F.mse_loss(torch.cat(target_iou), ious.detach())
+    loss = w.text * text_loss + w.target * loss_target + w.iou * iou_loss
+    metrics = {"text": text_loss.item(), "mask": loss_target.item(), "iou_pred": iou_loss.item()}
     if ref_logits:
         loss_ref = mask_loss(torch.cat(ref_logits), torch.cat(ref_targets), w)
         loss = loss + w.reference * loss_ref
         metrics["ref_mask"] = loss_ref.item()
-    metrics["iou"] = float(batch_iou(target_logits_t, batch.targets).mean())
+    metrics["iou"] = ious.mean().item()
     metrics["loss"] = loss.item()
     return loss, metrics

@@ -7,6 +7,7 @@ import sys
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,23 +16,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-autostart", action="store_true",
                         help="stay unconfigured; drive the lifecycle from outside")
     args, _ = parser.parse_known_args(rclpy.utilities.remove_ros_args(argv)[1:])
-    rclpy.init(args=argv)
-    from segllm_ros.node.segllm_node import SegLLMNode
-
-    node = SegLLMNode()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
+    node = None
     try:
+        rclpy.init(args=argv)
+        from segllm_ros.node.segllm_node import SegLLMNode
+
+        node = SegLLMNode()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
         if not args.no_autostart:
-            node.trigger_configure()
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise SystemExit("segllm_node: configure failed (see the error above)")
             node.trigger_activate()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node.worker is not None:
-            node.worker.stop()
-        node.destroy_node()
+        if node is not None:
+            if node.worker is not None:
+                node.worker.stop()
+            node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
 

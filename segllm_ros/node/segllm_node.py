@@ -33,6 +33,10 @@ from segllm_ros.node.params import NodeParams
 from segllm_ros.paths import default_model_path
 from segllm_ros.srv import ResetConversation
 
+# Deep enough that a burst is answered (queue-full results) instead of dropped by DDS; the
+# callback only validates and enqueues, so the reader history drains at once.
+QUERY_DEPTH = 1000
+
 
 def _ns_to_time(ns: int) -> Time:
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
@@ -115,8 +119,8 @@ class SegLLMNode(LifecycleNode):
         self.overlay_pub = self.create_publisher(Image, "overlay", 10)
         self._subs = [
             image_sub,
-            self.create_subscription(SegmentationQuery, "query", self._on_query, 50),
-            self.create_subscription(String, "query_text", self._on_query_text, 50),
+            self.create_subscription(SegmentationQuery, "query", self._on_query, QUERY_DEPTH),
+            self.create_subscription(String, "query_text", self._on_query_text, QUERY_DEPTH),
         ]
         self._pubs = [self.result_pub, self.mask_pub, self.overlay_pub]
         self._srvs = [self.create_service(ResetConversation, "reset", self._on_reset)]

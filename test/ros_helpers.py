@@ -1,0 +1,168 @@
+"""Real-DDS test plumbing: start the node as its own process, talk to it like an operator.
+
+Every process gets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and the test run's random
+ROS_DOMAIN_ID (set in conftest.py), so nothing leaves loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.action import ActionClient
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from segllm_ros.action import Segment
+from segllm_ros.msg import SegmentationQuery, SegmentationResult
+from segllm_ros.srv import ResetConversation
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from segllm_ros.interface.image_codec import fill_image_msg
+
+NS = "/segllm"
+
+
+def start_node(model_path: Path, log_path: Path, **params) -> subprocess.Popen:
+    """``python -m segllm_ros.node`` with parameters, as the launch file would start it."""
+    args = [sys.executable, "-m", "segllm_ros.node", "--ros-args",
+            "-p", f"model_path:={model_path}"]
+    for name, value in params.items():
+        args += ["-p", f"{name}:={value}"]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                         env.get("PYTHONPATH", "")])
+    log = open(log_path, "w")  # noqa: SIM115 - closed by stop_node through the process
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_node(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def ns_time(ns: int) -> Time:
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def image_msg(image: np.ndarray, stamp_ns: int | None = None, frame_id: str = "camera",
+              encoding: str = "rgb8") -> Image:
+    msg = fill_image_msg(Image(), image, encoding)
+    msg.header.stamp = ns_time(time.time_ns() if stamp_ns is None else stamp_ns)
+    msg.header.frame_id = frame_id
+    return msg
+
+
+class Operator(Node):
+    """Camera + operator in one node: publishes frames, sends queries, collects results."""
+
+    def __init__(self) -> None:
+        super().__init__(f"operator_{uuid.uuid4().hex[:6]}")
+        self.image_pub = self.create_publisher(Image, f"{NS}/image", qos_profile_sensor_data)
+        self.query_pub = self.create_publisher(SegmentationQuery, f"{NS}/query", 1000)
+        self.text_pub = self.create_publisher(String, f"{NS}/query_text", 10)
+        self.reset_client = self.create_client(ResetConversation, f"{NS}/reset")
+        self.action = ActionClient(self, Segment, f"{NS}/segment")
+        self.results: dict[str, SegmentationResult] = {}
+        self.all_results: list[SegmentationResult] = []
+        self.masks: list[Image] = []
+        self.overlays: list[Image] = []
+        self._cond = threading.Condition()
+        self.create_subscription(SegmentationResult, f"{NS}/result", self._on_result, 2000)
+        self.create_subscription(Image, f"{NS}/mask", self.masks.append, 10)
+        self.executor_ = MultiThreadedExecutor(num_threads=2)
+        self.executor_.add_node(self)
+        self._thread = threading.Thread(target=self.executor_.spin, daemon=True)
+        self._thread.start()
+
+    def _on_result(self, msg: SegmentationResult) -> None:
+        with self._cond:
+            self.results[msg.request_id] = msg
+            self.all_results.append(msg)
+            self._cond.notify_all()
+
+    def subscribe_overlay(self) -> None:
+        self.create_subscription(Image, f"{NS}/overlay", self.overlays.append, 10)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until the node serves its reset service and hears our image and query topics."""
+        deadline = time.monotonic() + timeout
+        if not self.reset_client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError("the segllm node did not come up")
+        while (self.query_pub.get_subscription_count() == 0
+               or self.image_pub.get_subscription_count() == 0):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the segllm node does not subscribe to query/image")
+            time.sleep(0.05)
+
+    def publish_image(self, msg: Image, settle: float = 0.3) -> None:
+        self.image_pub.publish(msg)
+        time.sleep(settle)  # SensorData QoS: give the frame time to arrive before a query
+
+    def send(self, text: str, conversation: str = "c", refs=(), policy: int = 0,
+             image: Image | None = None, stamp_ns: int = 0, reset_before: bool = False) -> str:
+        q = SegmentationQuery(conversation_id=conversation, request_id=uuid.uuid4().hex,
+                              text=text, ref_rounds=list(refs), image_policy=policy,
+                              image_stamp=ns_time(stamp_ns), reset_before=reset_before)
+        if image is not None:
+            q.image = image
+        self.query_pub.publish(q)
+        return q.request_id
+
+    def wait_result(self, request_id: str, timeout: float = 60.0) -> SegmentationResult:
+        with self._cond:
+            if not self._cond.wait_for(lambda: request_id in self.results, timeout):
+                raise TimeoutError(f"no result for request {request_id}")
+            return self.results[request_id]
+
+    def ask(self, text: str, **kwargs) -> SegmentationResult:
+        return self.wait_result(self.send(text, **kwargs))
+
+    def reset(self, conversation: str = "") -> ResetConversation.Response:
+        future = self.reset_client.call_async(
+            ResetConversation.Request(conversation_id=conversation))
+        deadline = time.monotonic() + 30
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError("reset service did not answer")
+            time.sleep(0.01)
+        return future.result()
+
+    def close(self) -> None:
+        self.executor_.shutdown()
+        self.destroy_node()
+
+
+def wait_future(future, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("future not done")
+        time.sleep(0.01)
+    return future.result()
+
+
+def ensure_rclpy() -> None:
+    if not rclpy.ok():
+        rclpy.init()

@@ -1,0 +1,146 @@
+"""The SegLLM model: shapes, what trains, persistence, and the LLaVA/SAM builders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import demo_config, random_image, tiny_model
+from segllm_training.batch import Sample, SampleRound, collate
+from segllm_training.losses import LossWeights, forward_batch
+from segllm_training.tabletop import generate_dataset
+from segllm_training.train_demo import to_sample
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+from segllm_ros.model.builders import from_llava, load_sam_checkpoint
+from segllm_ros.model.config import SamConfig, SegLLMConfig
+from segllm_ros.model.sam import build_sam
+from segllm_ros.model.segllm import SegLLMModel
+
+
+def test_config_round_trip(tmp_path):
+    cfg = demo_config()
+    cfg.save(tmp_path / "config.json")
+    assert SegLLMConfig.load(tmp_path / "config.json") == cfg
+    with pytest.raises(ValueError, match="unknown SegLLMConfig keys"):
+        SegLLMConfig.from_dict({"not_a_field": 1})
+
+
+def test_frame_features_and_reference_token_shapes():
+    model = tiny_model().eval()
+    feats = model.encode_frame(random_image(96, 128))
+    hidden = model.llm.get_input_embeddings().embedding_dim
+    assert feats.image_tokens.shape == (model.num_image_tokens, hidden)
+    emb = model.config.sam.embedding_size
+    assert feats.sam_embedding.shape == (1, model.config.sam.prompt_embed_dim, emb, emb)
+    masks = torch.zeros(3, 96, 128, dtype=torch.bool)
+    masks[:, 10:40, 20:60] = True
+    assert model.reference_tokens(feats.image, masks).shape == (6, hidden)
+    prompts = torch.randn(2, model.config.num_prompt_tokens, model.config.sam.prompt_embed_dim)
+    low, iou = model.decode_masks(feats.sam_embedding, prompts, None)
+    assert low.shape == (2, 1, 4 * emb, 4 * emb) and iou.shape == (2, 1)
+
+
+def test_gradients_reach_trainable_parts_only():
+    model = tiny_model(freeze_vision_tower=True, reference_token_dropout=0.0).train()
+    samples = [to_sample(c) for c in generate_dataset(3, 2)]
+    loss, _ = forward_batch(model, collate(samples, model), LossWeights())
+    loss.backward()
+    assert all(p.grad is None for p in model.vision_tower.parameters())
+    decoder = model.sam.mask_decoder  # single-mask output: SAM's 3 multimask heads stay idle
+    for part in (model.projector, model.mask_projector, model.box_encoder, model.seg_head,
+                 model.llm, model.sam.image_encoder, decoder.transformer,
+                 decoder.output_upscaling, decoder.output_hypernetworks_mlps[0],
+                 decoder.iou_prediction_head):
+        grads = [p.grad for p in part.parameters() if p.requires_grad]
+        assert grads and all(g is not None for g in grads), type(part).__name__
+        assert any(float(g.abs().sum()) > 0 for g in grads), type(part).__name__
+    assert model.reference_embed.grad is not None
+
+
+def test_save_and_load_give_identical_outputs(tmp_path):
+    model = tiny_model(seed=3).eval()
+    model.save_pretrained(tmp_path)
+    loaded = SegLLMModel.from_pretrained(tmp_path)
+    image = random_image(seed=4)
+    a, b = model.encode_frame(image), loaded.encode_frame(image)
+    assert torch.equal(a.image_tokens, b.image_tokens)
+    assert torch.equal(a.sam_embedding, b.sam_embedding)
+    for (name, p), (_, q) in zip(model.state_dict().items(), loaded.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(p, q), name
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "tokenizer.json").is_file()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a SegLLM checkpoint"):
+        SegLLMModel.from_pretrained(tmp_path)
+
+
+def _tiny_llava_folder(path, tokenizer):
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                       num_attention_heads=2, image_size=32, patch_size=8,
+                                       projection_dim=16),
+        text_config=LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=4,
+                                vocab_size=len(tokenizer), pad_token_id=0),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(1)
+    llava = LlavaForConditionalGeneration(cfg)
+    llava.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return llava
+
+
+def test_llava_and_sam_builders_copy_every_weight(tmp_path):
+    tokenizer = tiny_model().tokenizer
+    llava = _tiny_llava_folder(tmp_path / "llava", tokenizer)
+    sam_cfg = SamConfig(image_encoder="vit", image_size=64, patch_size=16, encoder_embed_dim=32,
+                        encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1],
+                        encoder_window_size=2, prompt_embed_dim=32, decoder_mlp_dim=64,
+                        decoder_num_heads=2, iou_head_hidden_dim=32, mask_in_chans=8)
+    torch.manual_seed(2)
+    official = build_sam(sam_cfg)
+    torch.save(official.state_dict(), tmp_path / "sam_tiny.pth")  # the official file layout
+
+    model = from_llava(tmp_path / "llava", tmp_path / "sam_tiny.pth", sam=sam_cfg).eval()
+    inner = llava.model
+    for name, p in inner.language_model.state_dict().items():
+        assert torch.equal(model.llm.get_decoder().state_dict()[name], p), name
+    assert torch.equal(model.llm.get_output_embeddings().weight, llava.lm_head.weight)
+    for name, p in inner.vision_tower.state_dict().items():
+        assert torch.equal(model.vision_tower.state_dict()[name], p), name
+    for name, p in inner.multi_modal_projector.state_dict().items():
+        assert torch.equal(model.projector.state_dict()[name], p), name
+    for name, p in official.state_dict().items():
+        assert torch.equal(model.sam.state_dict()[name], p), name
+    assert model.config.vision_feature_layer == -2
+    # the built model runs a frame end to end
+    feats = model.encode_frame(random_image(40, 50))
+    assert feats.sam_embedding.shape == (1, 32, 4, 4)
+
+
+def test_sam_checkpoint_of_another_size_is_rejected(tmp_path):
+    model = tiny_model()
+    torch.save({"image_encoder.bogus": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="does not fit the configured SAM"):
+        load_sam_checkpoint(model, tmp_path / "bad.pth")
+
+
+def test_collate_places_seg_tokens_and_reference_placeholders():
+    model = tiny_model()
+    mask = np.zeros((64, 64), bool)
+    mask[5:20, 5:20] = True
+    other = np.zeros((64, 64), bool)
+    other[30:50, 30:50] = True
+    sample = Sample(random_image(64, 64), [SampleRound("the red circle", [], mask),
+                                           SampleRound("the blue square left of it", [1],
+                                                       other)])
+    batch = collate([sample], model)
+    ids = batch.input_ids[0]
+    assert (ids[batch.seg_pos] == model.seg_token_id).all()
+    assert int((ids == model.ref_token_id).sum()) == 2      # mask + box token of round 1
+    assert int((ids == model.image_token_id).sum()) == model.num_image_tokens
+    assert batch.has_ref.tolist() == [False, True]
+    assert batch.ref_masks[0].shape == (1, 64, 64)
