@@ -77,13 +77,13 @@ warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated",
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from segllm_training.relations import ABOVE, BELOW, LEFT, RIGHT  # noqa: E402
-from segllm_training.tabletop import TabletopConfig, generate_scene  # noqa: E402
 
 from segllm_ros.engine.conversation import Frame  # noqa: E402
 from segllm_ros.engine.engine import MODES, EngineConfig, RoundResult, SegLLMEngine  # noqa: E402
 from segllm_ros.model.segllm import WEIGHTS_NAME, SegLLMModel  # noqa: E402
 from segllm_ros.paths import default_model_path  # noqa: E402
+from segllm_training.relations import ABOVE, BELOW, LEFT, RIGHT  # noqa: E402
+from segllm_training.tabletop import TabletopConfig, generate_scene  # noqa: E402
 
 FLAT_TARGET = 1.2
 """cached[last round] / cached[round 2] must not exceed this (cost flat over rounds)."""
@@ -170,7 +170,6 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "loadavg_start": list(os.getloadavg()),
     }
 
 
@@ -323,6 +322,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_start = list(os.getloadavg())  # other work on the machine skews every number
     try:
         model_path = Path(args.model) if args.model is not None else default_model_path()
     except FileNotFoundError as err:  # the bundled model is produced by `make train-demo`
@@ -361,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     table = summarise(walls, stages, args.rounds)
     summary = ratios(table)
     info = machine_info()
+    info["loadavg_start"] = load_start
     info["loadavg_end"] = list(os.getloadavg())
     report: dict[str, Any] = {
         "machine": info,

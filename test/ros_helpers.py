@@ -22,13 +22,13 @@ from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from segllm_ros.action import Segment
-from segllm_ros.msg import SegmentationQuery, SegmentationResult
-from segllm_ros.srv import ResetConversation
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
+from segllm_ros.action import Segment
 from segllm_ros.interface.image_codec import fill_image_msg
+from segllm_ros.msg import SegmentationQuery, SegmentationResult
+from segllm_ros.srv import ResetConversation
 
 NS = "/segllm"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from segllm_training.train_demo import demo_tokenizer, load_experiment
 
 from segllm_ros.model.segllm import SegLLMModel
+from segllm_training.train_demo import demo_tokenizer, load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "rounds.py"

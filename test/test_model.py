@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 from helpers import demo_config, random_image, tiny_model
-from segllm_training.batch import Sample, SampleRound, collate
-from segllm_training.losses import LossWeights, forward_batch
-from segllm_training.tabletop import generate_dataset
-from segllm_training.train_demo import to_sample
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from segllm_ros.model.builders import from_llava, load_sam_checkpoint
 from segllm_ros.model.config import SamConfig, SegLLMConfig
 from segllm_ros.model.sam import build_sam
 from segllm_ros.model.segllm import SegLLMModel
+from segllm_training.batch import Sample, SampleRound, collate
+from segllm_training.losses import LossWeights, forward_batch
+from segllm_training.tabletop import generate_dataset
+from segllm_training.train_demo import to_sample
 
 
 def test_config_round_trip(tmp_path):

@@ -14,10 +14,11 @@ import rclpy
 from helpers import tiny_model
 from rclpy.action.client import GoalStatus
 from ros_helpers import Operator, image_msg, rss_mb, start_node, stop_node, wait_future
-from segllm_ros.action import Segment
-from segllm_ros.msg import SegmentationQuery, SegmentationResult
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
+
+from segllm_ros.action import Segment
+from segllm_ros.msg import SegmentationQuery, SegmentationResult
 
 R = SegmentationResult
 H, W = 96, 128

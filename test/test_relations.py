@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from segllm_training.relations import RELATIONS, inverse_relation, positional_relation
 
 B = (40, 40, 60, 60)  # reference box "b"

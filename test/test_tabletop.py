@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from segllm_training.relations import positional_relation
 from segllm_training.tabletop import (
     COLORS,

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from segllm_ros.interface.mask_codec import mask_to_rle
 from segllm_training.relations import OVERLAP, SAME, positional_relation
 from segllm_training.tabletop import (
     Round,
@@ -30,8 +32,6 @@ from segllm_training.tabletop import (
     tokenize,
     vocabulary,
 )
-
-from segllm_ros.interface.mask_codec import mask_to_rle
 
 BASE_SEED = 2024
 """First seed tried; the search below is deterministic, so the output never changes."""

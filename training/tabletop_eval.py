@@ -15,13 +15,13 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
-from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_dataset
-from segllm_training.train_demo import EVAL_SEED
 
 from segllm_ros.engine.conversation import Frame, Round
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
 from segllm_ros.interface.mask_codec import mask_iou
 from segllm_ros.model.segllm import SegLLMModel
+from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_dataset
+from segllm_training.train_demo import EVAL_SEED
 
 
 @dataclass

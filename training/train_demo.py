@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from segllm_training.batch import Sample, SampleRound, collate
-from segllm_training.losses import LossWeights, forward_batch
-from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_conversation
-from segllm_training.tabletop import vocabulary as tabletop_vocabulary
 from tqdm import tqdm
 
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.model.tokenizer import WORD_PATTERN, build_word_tokenizer
+from segllm_training.batch import Sample, SampleRound, collate
+from segllm_training.losses import LossWeights, forward_batch
+from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_conversation
+from segllm_training.tabletop import vocabulary as tabletop_vocabulary
 
 TRAIN_SEED = 0
 EVAL_SEED = 1_000_003  # held-out conversations come from a different stream

@@ -109,7 +109,9 @@ class SegLLMEngine:
         try:
             stage("encoding_image")
             feats = self._frame_features(frame)
-            pinned = self._frame_features(conv.pinned_frame or frame)
+            pinned_frame = conv.pinned_frame
+            pinned = (feats if pinned_frame is None or pinned_frame.key == frame.key
+                      else self._frame_features(pinned_frame))
             t1 = time.perf_counter()
             stage("reasoning")
             answer, hidden = self._run_llm(conv, query, refs, pinned)
@@ -227,7 +229,7 @@ class SegLLMEngine:
         prefix = [0] * start + rt.user_ids  # ids before the cache end are never re-embedded
         tok = self.model.tokenizer
         out = self.model.llm.generate(
-            input_ids=torch.tensor([prefix], device=self.device), past_key_values=cache,
+            input_ids=torch.tensor([prefix], device=self.device), **{self.model.cache_kwarg: cache},
             max_new_tokens=self.config.max_new_tokens, do_sample=False,
             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         extra = cache.get_seq_length() - start
@@ -250,7 +252,7 @@ class SegLLMEngine:
             masks = torch.stack([self._mask_on(conv, k, feats.hw) for k in refs]).float()
             dense = (T.resize_to_input_frame(masks, feats.hw, size) > 0.5).any(0)[None]
         low, iou = self.model.decode_masks(feats.sam_embedding, prompts, dense)
-        logits = T.postprocess_masks(low, feats.hw, size)[0]
+        logits = T.postprocess_masks(low.float(), feats.hw, size)[0]
         return (logits > self.config.mask_threshold).cpu().numpy(), float(iou[0, 0])
 
     def _mask_on(self, conv: Conversation, k: int, hw: tuple[int, int]) -> torch.Tensor:
@@ -261,12 +263,18 @@ class SegLLMEngine:
         return mask
 
 
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def load_engine(model_path: str, device: str = "cpu", backend: str = "torch",
-                **config: Any) -> SegLLMEngine:
+                precision: str = "fp32", **config: Any) -> SegLLMEngine:
     """The engine for a checkpoint folder; ``backend`` selects the runtime."""
     if backend != "torch":
         raise ValueError(f"backend {backend!r} is not available in this build; use 'torch'")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     model = SegLLMModel.from_pretrained(model_path, device=device)
+    model.to_precision(PRECISIONS[precision])
     store_keys = {"max_conversations", "max_rounds", "ttl_s"}
     store = ConversationStore(**{k: config.pop(k) for k in list(config) if k in store_keys})
     return SegLLMEngine(model, EngineConfig(**config), store)

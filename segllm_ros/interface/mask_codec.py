@@ -15,6 +15,11 @@ import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
+# pycocotools' Cython decode calls np.array(..., copy=False) on an object whose __array__
+# predates NumPy 2's copy keyword: harmless, but noisy on every call. Filtered once here (a
+# catch_warnings block per call would reset every module's once-only warning registry).
+warnings.filterwarnings("ignore", message=r"__array__ implementation doesn't accept a copy keyword")
+
 __all__ = [
     "DEFAULT_COLORS",
     "box_to_roi",
@@ -79,13 +84,7 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
         if isinstance(counts, str):
             counts = counts.encode("ascii")
         compressed = {"size": [height, width], "counts": bytes(counts)}
-    with warnings.catch_warnings():
-        # pycocotools' Cython decode calls np.array(..., copy=False) on an object whose
-        # __array__ predates NumPy 2's copy keyword: harmless, but noisy on every call.
-        warnings.filterwarnings(
-            "ignore", message=r"__array__ implementation doesn't accept a copy keyword"
-        )
-        decoded = coco_mask.decode(compressed)
+    decoded = coco_mask.decode(compressed)
     return np.ascontiguousarray(decoded, dtype=bool)
 
 

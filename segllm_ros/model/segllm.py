@@ -8,6 +8,7 @@ SAM prompt/mask decoder; the mask encoder reuses the vision tower on masked crop
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,9 @@ class SegLLMModel(nn.Module):
                                          replace_extra_special_tokens=False)
         if self.llm.get_input_embeddings().num_embeddings < len(tokenizer):
             self.llm.resize_token_embeddings(len(tokenizer))
+        # transformers 5.x names the KV cache argument ``cache``; 4.x ``past_key_values``.
+        params = inspect.signature(self.llm.get_decoder().forward).parameters
+        self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.image_token_id = tokenizer.convert_tokens_to_ids(config.image_token)
         self.seg_token_id = tokenizer.convert_tokens_to_ids(config.seg_token)
         self.ref_token_id = tokenizer.convert_tokens_to_ids(config.ref_token)
@@ -120,6 +124,10 @@ class SegLLMModel(nn.Module):
 
     # ----------------------------------------------------------------- vision
     @property
+    def dtype(self) -> torch.dtype:
+        return self.box_encoder.weight.dtype
+
+    @property
     def num_image_tokens(self) -> int:
         vc = self.vision_tower.config
         return (vc.image_size // vc.patch_size) ** 2
@@ -131,7 +139,7 @@ class SegLLMModel(nn.Module):
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) 0..255 -> (B, N, llm_hidden) projected patch tokens."""
         size = self.vision_tower.config.image_size
-        pixels = torch.stack([T.clip_preprocess(im, size) for im in images])
+        pixels = torch.stack([T.clip_preprocess(im, size) for im in images]).to(self.dtype)
         return self.projector(self._vision_states(pixels)[:, 1:])
 
     def sam_embedding(self, images: torch.Tensor) -> torch.Tensor:
@@ -139,7 +147,7 @@ class SegLLMModel(nn.Module):
         size = self.config.sam.image_size
         x = torch.stack([T.sam_preprocess(im, size, self.sam.pixel_mean, self.sam.pixel_std)
                          for im in images])
-        return self.sam.image_encoder(x)
+        return self.sam.image_encoder(x.to(self.dtype))
 
     @torch.no_grad()
     def encode_frame(self, image) -> FrameFeatures:
@@ -157,9 +165,9 @@ class SegLLMModel(nn.Module):
             return torch.zeros(0, self.box_encoder.out_features, device=image.device)
         size = self.vision_tower.config.image_size
         crops = torch.stack([T.clip_preprocess(T.masked_crop(image, m, size), size)
-                             for m in masks])
+                             for m in masks]).to(self.dtype)
         mask_tok = self.mask_projector(self._vision_states(crops)[:, 0])
-        box_tok = self.box_encoder(torch.stack([T.mask_box(m) for m in masks]))
+        box_tok = self.box_encoder(torch.stack([T.mask_box(m) for m in masks]).to(self.dtype))
         tokens = torch.stack([mask_tok, box_tok], dim=1)  # (R, 2, hidden)
         p = self.config.reference_token_dropout
         if self.training and p > 0:
@@ -189,7 +197,7 @@ class SegLLMModel(nn.Module):
         """Last hidden states of the LLM (no LM head): what ``<seg>`` is read from."""
         return self.llm.get_decoder()(inputs_embeds=inputs_embeds,
                                       attention_mask=attention_mask,
-                                      past_key_values=past_key_values, use_cache=True)
+                                      **{self.cache_kwarg: past_key_values}, use_cache=True)
 
     # ----------------------------------------------------------------- SAM
     def dense_prompt(self, ref_masks: torch.Tensor | None, batch: int) -> torch.Tensor:
@@ -199,7 +207,7 @@ class SegLLMModel(nn.Module):
         h = w = self.config.sam.embedding_size
         dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w)
         if self.reference_embed is not None and ref_masks is not None:
-            small = F.adaptive_avg_pool2d(ref_masks[:, None].float(), (h, w))
+            small = F.adaptive_avg_pool2d(ref_masks[:, None].to(dense.dtype), (h, w))
             dense = dense + small * self.reference_embed.view(1, -1, 1, 1)
         return dense
 
@@ -210,11 +218,18 @@ class SegLLMModel(nn.Module):
         dense = self.dense_prompt(ref_masks, prompts.shape[0])
         return self.sam.mask_decoder(
             image_embeddings=sam_embedding,
-            image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            image_pe=self.sam.prompt_encoder.get_dense_pe().to(self.dtype),
             sparse_prompt_embeddings=prompts,
             dense_prompt_embeddings=dense,
             multimask_output=False,
         )
+
+    def to_precision(self, dtype: torch.dtype) -> SegLLMModel:
+        """Cast weights to ``dtype``; SAM's random-Fourier positional encoding stays fp32
+        (segment-anything builds its coordinate grid in fp32)."""
+        self.to(dtype)
+        self.sam.prompt_encoder.pe_layer.float()
+        return self
 
     # ------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path) -> None:

@@ -5,6 +5,7 @@ Written with torch ops (no torchvision) so they run beside any torch build and e
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -14,8 +15,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def to_tensor(image) -> torch.Tensor:
     """HxWx3 uint8 (NumPy or tensor) -> float (3, H, W) in 0..255."""
-    t = torch.as_tensor(image)
-    return t.permute(2, 0, 1).float()
+    if not isinstance(image, torch.Tensor):
+        image = torch.from_numpy(np.require(image, requirements="W"))  # frames are read-only
+    return image.permute(2, 0, 1).float()
 
 
 def clip_preprocess(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ class NodeParams:
     model_path: str = _p("", "SegLLM checkpoint folder; empty = the bundled demo model", True)
     backend: str = _p("torch", "inference runtime: torch (onnxruntime/tensorrt: see README)", True)
     device: str = _p("cpu", "torch device, e.g. cpu or cuda:0", True)
+    precision: str = _p("fp32", "model weights and compute: fp32, fp16 or bf16", True)
     mode: str = _p("cached", "cached: KV cache + per-frame features; recompute: rebuild each round",
                    True)
     generate_text: bool = _p(False, "generate the answer text with the LLM (else a fixed answer)")

@@ -64,7 +64,8 @@ class SegLLMNode(LifecycleNode):
         self.params = p
         try:
             engine = load_engine(p.model_path or str(default_model_path()), device=p.device,
-                                 backend=p.backend, mode=p.mode, generate_text=p.generate_text,
+                                 backend=p.backend, precision=p.precision, mode=p.mode,
+                                 generate_text=p.generate_text,
                                  mask_threshold=p.mask_threshold,
                                  max_conversations=p.max_conversations,
                                  max_rounds=p.max_rounds, ttl_s=p.conversation_ttl)

@@ -1,0 +1,127 @@
+"""The inference engine on the bundled demo model: cached rounds equal recomputed rounds,
+state survives a restart, a failed round loses nothing, text generation uses the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import DEMO_MODEL
+
+from segllm_ros.engine.conversation import ConversationStore, Frame
+from segllm_ros.engine.engine import EngineConfig, SegLLMEngine, load_engine
+from segllm_ros.engine.references import BadReferenceError
+from segllm_ros.interface.mask_codec import mask_iou
+from segllm_ros.model.segllm import SegLLMModel
+from segllm_training.tabletop import TabletopConfig, generate_dataset
+
+
+@pytest.fixture(scope="module")
+def model():
+    return SegLLMModel.from_pretrained(DEMO_MODEL)
+
+
+@pytest.fixture(scope="module")
+def conversation():
+    """A held-out six-round conversation (all reference forms occur across the set)."""
+    cfg = TabletopConfig(min_rounds=6, max_rounds=6)
+    return next(c for c in generate_dataset(77, 40, cfg) if len(c.rounds) == 6)
+
+
+def run(engine: SegLLMEngine, conv, cid: str = "c", rounds=None, frame=None):
+    frame = frame or Frame.create(conv.scene.image, 1, "table")
+    return [engine.segment(cid, r.query, frame, r.ref_rounds) for r in (rounds or conv.rounds)]
+
+
+def test_cached_rounds_equal_recomputed_rounds(model, conversation):
+    cached = run(SegLLMEngine(model, EngineConfig(mode="cached")), conversation)
+    recomputed = run(SegLLMEngine(model, EngineConfig(mode="recompute")), conversation)
+    assert len(cached) == 6
+    for a, b in zip(cached, recomputed, strict=True):
+        assert a.ref_rounds == b.ref_rounds
+        assert a.round_index == b.round_index
+        assert a.mask.any() and mask_iou(a.mask, b.mask) >= 0.99
+        assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+def test_cached_mode_reuses_the_kv_cache_and_frame_features(model, conversation):
+    engine = SegLLMEngine(model, EngineConfig(mode="cached"))
+    run(engine, conversation, rounds=conversation.rounds[:2])
+    runtime = engine.store.get("c").runtime
+    length = runtime.cache.get_seq_length()
+    assert runtime.rounds == 2 and length > model.num_image_tokens
+    calls = []
+    original = model.encode_frame
+    model.encode_frame = lambda image: calls.append(1) or original(image)
+    try:
+        run(engine, conversation, rounds=conversation.rounds[2:3])
+    finally:
+        del model.encode_frame
+    assert calls == []                         # the frame's CLIP/SAM features were reused
+    assert runtime.cache.get_seq_length() > length and runtime.rounds == 3
+
+
+def test_state_save_and_restore_continues_identically(model, conversation, tmp_path):
+    straight = run(SegLLMEngine(model), conversation)
+    first = SegLLMEngine(model)
+    run(first, conversation, rounds=conversation.rounds[:3])
+    first.store.save_all(tmp_path)
+    restarted = SegLLMEngine(model, store=ConversationStore())
+    assert restarted.store.load_all(tmp_path) == 1
+    conv = restarted.store.get("c")
+    frame = conv.pinned_frame
+    resumed = [restarted.segment("c", r.query, frame, r.ref_rounds)
+               for r in conversation.rounds[3:]]
+    for a, b in zip(straight[3:], resumed, strict=True):
+        assert b.round_index == a.round_index
+        assert mask_iou(a.mask, b.mask) >= 0.99
+
+
+def test_model_failure_mid_round_keeps_earlier_rounds(model, conversation):
+    engine = SegLLMEngine(model)
+    straight = run(SegLLMEngine(model), conversation, rounds=conversation.rounds[:3])
+    run(engine, conversation, rounds=conversation.rounds[:2])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated accelerator fault")
+
+    model.seg_head.forward = broken
+    try:
+        with pytest.raises(RuntimeError, match="simulated"):
+            run(engine, conversation, rounds=conversation.rounds[2:3])
+    finally:
+        del model.seg_head.forward
+    assert engine.store.get("c").num_rounds == 2
+    again = run(engine, conversation, rounds=conversation.rounds[2:3])[0]
+    assert again.round_index == 3 and mask_iou(again.mask, straight[2].mask) >= 0.99
+
+
+def test_bad_reference_leaves_the_conversation_untouched(model, conversation):
+    engine = SegLLMEngine(model)
+    run(engine, conversation, rounds=conversation.rounds[:1])
+    with pytest.raises(BadReferenceError, match="round 4 does not exist"):
+        engine.segment("c", "<the output of round 4> again",
+                       engine.store.get("c").pinned_frame)
+    assert engine.store.get("c").num_rounds == 1
+
+
+def test_generated_answer_goes_through_the_same_cache(model, conversation):
+    forced = run(SegLLMEngine(model), conversation, rounds=conversation.rounds[:3])
+    generated = run(SegLLMEngine(model, EngineConfig(generate_text=True)), conversation,
+                    rounds=conversation.rounds[:3])
+    for a, b in zip(forced, generated, strict=True):
+        assert "<seg>" in b.text
+        assert mask_iou(a.mask, b.mask) >= 0.99
+
+
+def test_reset_and_precision(model, conversation, tmp_path):
+    engine = SegLLMEngine(model)
+    run(engine, conversation, rounds=conversation.rounds[:1], cid="a")
+    run(engine, conversation, rounds=conversation.rounds[:1], cid="b")
+    assert engine.reset("a") == 1 and engine.reset("a") == 0 and engine.reset("") == 1
+    half = load_engine(str(DEMO_MODEL), precision="bf16")
+    assert half.model.dtype == torch.bfloat16
+    result = run(half, conversation, rounds=conversation.rounds[:1])[0]
+    assert result.mask.dtype == np.bool_ and result.mask.shape == conversation.scene.image.shape[:2]
+    with pytest.raises(ValueError, match="backend"):
+        load_engine(str(DEMO_MODEL), backend="tensorrt")
