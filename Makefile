@@ -12,7 +12,7 @@ export ROS_DOMAIN_ID ?= $(shell shuf -i 100-199 -n 1)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv install demo test lint bench train-demo colcon-check clean
+.PHONY: venv install demo test lint bench train-demo clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)

@@ -29,10 +29,7 @@ def _model() -> Path:
     override = os.environ.get("SEGLLM_DEMO_MODEL")
     if override:
         return Path(override)
-    try:
-        return default_model_path()
-    except FileNotFoundError:
-        pytest.skip("no bundled demo model (models/demo); set SEGLLM_DEMO_MODEL to a checkpoint")
+    return default_model_path()
 
 
 def _run_demo(out: Path, model: Path) -> subprocess.CompletedProcess:

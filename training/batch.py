@@ -39,6 +39,7 @@ class Batch:
     labels: torch.Tensor           # (B, L) answer tokens, IGNORE_INDEX elsewhere
     seg_batch: torch.Tensor        # (R,) image index of each round
     seg_pos: torch.Tensor          # (R,) position of each round's <seg>
+    turn_pool: torch.Tensor        # (R, L) averaging weights over each round's query tokens
     ref_masks: list[torch.Tensor]  # per image: (refs in sequence order, H, W) bool
     targets: torch.Tensor          # (R, S, S) target masks in SAM input space
     dense_ref: torch.Tensor        # (R, S, S) union of referenced masks, SAM input space
@@ -56,7 +57,7 @@ def collate(samples: list[Sample], model) -> Batch:
     """Token ids, labels and mask targets for a list of conversations (right-padded)."""
     tok, cfg = model.tokenizer, model.config
     size = cfg.sam.image_size
-    seqs, labels, seg_batch, seg_pos = [], [], [], []
+    seqs, labels, seg_batch, seg_pos, spans = [], [], [], [], []
     ref_masks, targets, dense, first, has_ref = [], [], [], [], []
     for b, sample in enumerate(samples):
         hw = sample.image.shape[:2]
@@ -67,7 +68,9 @@ def collate(samples: list[Sample], model) -> Batch:
         for i, rnd in enumerate(sample.rounds):
             rt = tokenize_round(tok, cfg, rnd.query, cfg.seg_answer, len(rnd.ref_rounds),
                                 first=i == 0, num_image_tokens=model.num_image_tokens)
-            seg_at = len(ids) + len(rt.user_ids) + rt.answer_ids.index(model.seg_token_id)
+            offset = len(ids)
+            seg_at = offset + len(rt.user_ids) + rt.answer_ids.index(model.seg_token_id)
+            spans.append((offset + rt.query_span[0], offset + rt.query_span[1]))
             ids += rt.ids
             lab += [IGNORE_INDEX] * len(rt.user_ids) + rt.answer_ids
             seg_batch.append(b)
@@ -93,8 +96,11 @@ def collate(samples: list[Sample], model) -> Batch:
         input_ids[b, : len(s)] = torch.tensor(s)
         label_t[b, : len(lab)] = torch.tensor(lab)
         attn[b, : len(s)] = 1
+    turn_pool = torch.zeros(len(spans), length)
+    for r, (start, end) in enumerate(spans):
+        turn_pool[r, start:end] = 1.0 / (end - start)
     images = torch.stack([T.to_tensor(s.image) for s in samples])
     return Batch(images, input_ids, attn, label_t, torch.tensor(seg_batch),
-                 torch.tensor(seg_pos), ref_masks, torch.stack(targets).float(),
+                 torch.tensor(seg_pos), turn_pool, ref_masks, torch.stack(targets).float(),
                  torch.stack(dense).float(), torch.stack(first).float(),
                  torch.tensor(has_ref))

@@ -114,10 +114,10 @@ class SegLLMEngine:
                       else self._frame_features(pinned_frame))
             t1 = time.perf_counter()
             stage("reasoning")
-            answer, hidden = self._run_llm(conv, query, refs, pinned)
+            answer, prompts = self._run_llm(conv, query, refs, pinned)
             t2 = time.perf_counter()
             stage("decoding_mask")
-            mask, score = self._decode(conv, hidden, refs, feats)
+            mask, score = self._decode(conv, prompts, refs, feats)
         except BaseException:
             conv.invalidate_runtime()  # the KV cache may hold a half-fed round
             raise
@@ -201,8 +201,8 @@ class SegLLMEngine:
 
     def _run_llm(self, conv: Conversation, query: str, refs: list[int],
                  pinned: FrameFeatures) -> tuple[str, torch.Tensor | None]:
-        """Feed this round (user turn + answer) and return the answer text and the hidden
-        state of its ``<seg>`` token (None when the answer has none)."""
+        """Feed this round (user turn + answer) and return the answer text and the SAM prompts
+        read from its ``<seg>`` token (None when the answer has none)."""
         runtime = conv.runtime
         if (self.config.mode == "recompute" or not isinstance(runtime, _Runtime)
                 or runtime.rounds != conv.num_rounds):
@@ -217,7 +217,9 @@ class SegLLMEngine:
         seg = [i for i, t in enumerate(rt.answer_ids) if t == self.model.seg_token_id]
         if not seg:
             return answer, None
-        return answer, hidden[len(rt.user_ids) + seg[0]][None]
+        start, end = rt.query_span
+        return answer, self.model.seg_prompts(hidden[len(rt.user_ids) + seg[0]][None],
+                                              hidden[start:end].mean(0, keepdim=True))
 
     def _generate(self, conv: Conversation, query: str, ref_tokens: list[torch.Tensor],
                   first: bool, pinned: FrameFeatures, cache: DynamicCache) -> str:
@@ -241,12 +243,12 @@ class SegLLMEngine:
         return tok.decode(new, skip_special_tokens=False).strip()
 
     # ------------------------------------------------------------------- SAM
-    def _decode(self, conv: Conversation, hidden: torch.Tensor | None, refs: list[int],
+    def _decode(self, conv: Conversation, prompts: torch.Tensor | None, refs: list[int],
                 feats: FrameFeatures) -> tuple[np.ndarray | None, float]:
-        if hidden is None:
+        if prompts is None:
             return None, 0.0
         size = self.model.config.sam.image_size
-        prompts = self.model.seg_head(hidden)[:, 0]
+        prompts = prompts[:, 0]  # the target slot
         dense = None
         if refs and not self.config.blank_references:
             masks = torch.stack([self._mask_on(conv, k, feats.hw) for k in refs]).float()

@@ -64,6 +64,11 @@ class SegLLMConfig:
     # Project addition: earlier masks also go to SAM as a dense prompt with a learned
     # "reference" embedding (64 parameters at prompt_embed_dim=64).
     dense_reference_prompt: bool = True
+    # Project addition for small LLMs trained from scratch: the seg head reads the <seg> state
+    # plus the mean state of the current turn's query (+ reference) tokens. A freshly
+    # initialised LLM mixes the query into later positions too weakly for the seg head to
+    # learn from; a pretrained LLM does not need it (upstream: off).
+    seg_turn_pooling: bool = False
     freeze_vision_tower: bool = True
     # Conversation text (Vicuna v1).
     system_prompt: str = (

