@@ -37,11 +37,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: install
-	$(VPY) bench/rounds.py --out bench/out
+	$(VPY) bench/rounds.py --out bench/results
 
 # Reproduces the bundled demo checkpoint (about 45 minutes on 2 CPU cores).
 train-demo: install
 	$(VPY) -m segllm_training.train_demo --config config/demo_model.yaml --out models/demo
 
 clean:
-	rm -rf build install log demo_out bench/out
+	rm -rf build install log demo_out

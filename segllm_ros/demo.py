@@ -32,6 +32,7 @@ import numpy as np
 
 from segllm_ros.interface.image_codec import fill_image_msg, image_from_msg
 from segllm_ros.interface.mask_codec import mask_iou, overlay, resize_mask, rle_to_mask
+from segllm_ros.node.process import start_node_process, stop_node_process
 from segllm_ros.paths import default_model_path, find_share_file
 
 MODEL_ENV = "SEGLLM_DEMO_MODEL"
@@ -114,34 +115,6 @@ def load_demo_data(data_dir: Path) -> list[dict[str, Any]]:
         scene["masks"] = [rle_to_mask(obj["mask"]) for obj in scene["objects"]]
         scenes.append(scene)
     return scenes
-
-
-def start_node(model: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """The node exactly as a user starts it; its own session so only we signal it."""
-    src_root = str(Path(__file__).resolve().parents[1])  # same segllm_ros as this script
-    env = dict(env, PYTHONPATH=os.pathsep.join(
-        p for p in (src_root, env.get("PYTHONPATH", "")) if p))
-    cmd = [sys.executable, "-m", "segllm_ros.node", "--ros-args",
-           "-p", f"model_path:={model}", "-p", "max_image_age:=0.0"]
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-
-
-def stop_node(proc: subprocess.Popen) -> int | None:
-    """SIGINT (clean lifecycle shutdown), then SIGTERM, then SIGKILL: only our own pid."""
-    if proc.poll() is not None:
-        return proc.returncode
-    for sig, wait_s in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            break
-        try:
-            return proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-    return proc.poll()
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -341,6 +314,7 @@ def run_conversations(scenes: list[dict[str, Any]], camera: Any, operator: Any, 
             deadline = time.monotonic() + 10.0
             while camera.sent_since_switch < 5 and time.monotonic() < deadline:
                 time.sleep(0.05)
+        strip: list[np.ndarray] = []
         for spec in conv["rounds"]:
             k = spec["round"]
             rec = DemoRound(cid, k, f"r{k}", spec["query"], list(spec["ref_rounds"]),
@@ -371,11 +345,21 @@ def run_conversations(scenes: list[dict[str, Any]], camera: Any, operator: Any, 
             path = out / f"{cid}_round{k}.png"
             image = render_overlay(scene["rgb"], mask, gt, rec)
             cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            strip.append(image)
             rec.overlay = path.name
             print(f"  {cid} round {rec.round_index}: {rec.query!r} -> {rec.status_name} "
                   f"IoU {rec.iou:.2f} ({rec.latency_ms:.0f} ms)"
                   + (f" [{rec.message}]" if rec.message else ""))
+        write_strip(out / f"{cid}.png", strip)
         previous = cid
+
+
+def write_strip(path: Path, images: list[np.ndarray]) -> None:
+    """All rounds of a conversation side by side (the README picture)."""
+    height = max(im.shape[0] for im in images)
+    padded = [cv2.copyMakeBorder(im, 0, height - im.shape[0], 0, 4, cv2.BORDER_CONSTANT,
+                                 value=(255, 255, 255)) for im in images]
+    cv2.imwrite(str(path), cv2.cvtColor(np.hstack(padded), cv2.COLOR_RGB2BGR))
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -416,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model {model}\ndata {data_dir}\nROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
               f"(localhost only); node log: {log_path}")
 
-        proc = start_node(model, env, log_path)
+        proc = start_node_process(model, log_path, env, max_image_age=0.0)
         import rclpy
         from rclpy.executors import MultiThreadedExecutor
 
@@ -456,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         if rclpy is not None and rclpy.ok():
             rclpy.shutdown()
         if proc is not None:
-            summary["node_exit_code"] = stop_node(proc)
+            summary["node_exit_code"] = stop_node_process(proc)
 
     summary["mean_iou"] = print_table(records) if records else 0.0
     summary["runtime_s"] = round(time.monotonic() - t0, 2)

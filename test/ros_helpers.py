@@ -6,10 +6,6 @@ ROS_DOMAIN_ID (set in conftest.py), so nothing leaves loopback.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -31,28 +27,6 @@ from segllm_ros.msg import SegmentationQuery, SegmentationResult
 from segllm_ros.srv import ResetConversation
 
 NS = "/segllm"
-
-
-def start_node(model_path: Path, log_path: Path, **params) -> subprocess.Popen:
-    """``python -m segllm_ros.node`` with parameters, as the launch file would start it."""
-    args = [sys.executable, "-m", "segllm_ros.node", "--ros-args",
-            "-p", f"model_path:={model_path}"]
-    for name, value in params.items():
-        args += ["-p", f"{name}:={value}"]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                         env.get("PYTHONPATH", "")])
-    log = open(log_path, "w")  # noqa: SIM115 - closed by stop_node through the process
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def stop_node(proc: subprocess.Popen, timeout: float = 15.0) -> int:
-    proc.send_signal(signal.SIGINT)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(timeout)
 
 
 def rss_mb(pid: int) -> float:
@@ -77,20 +51,21 @@ def image_msg(image: np.ndarray, stamp_ns: int | None = None, frame_id: str = "c
 class Operator(Node):
     """Camera + operator in one node: publishes frames, sends queries, collects results."""
 
-    def __init__(self) -> None:
+    def __init__(self, ns: str = NS) -> None:
         super().__init__(f"operator_{uuid.uuid4().hex[:6]}")
-        self.image_pub = self.create_publisher(Image, f"{NS}/image", qos_profile_sensor_data)
-        self.query_pub = self.create_publisher(SegmentationQuery, f"{NS}/query", 1000)
-        self.text_pub = self.create_publisher(String, f"{NS}/query_text", 10)
-        self.reset_client = self.create_client(ResetConversation, f"{NS}/reset")
-        self.action = ActionClient(self, Segment, f"{NS}/segment")
+        self.ns = ns
+        self.image_pub = self.create_publisher(Image, f"{ns}/image", qos_profile_sensor_data)
+        self.query_pub = self.create_publisher(SegmentationQuery, f"{ns}/query", 1000)
+        self.text_pub = self.create_publisher(String, f"{ns}/query_text", 10)
+        self.reset_client = self.create_client(ResetConversation, f"{ns}/reset")
+        self.action = ActionClient(self, Segment, f"{ns}/segment")
         self.results: dict[str, SegmentationResult] = {}
         self.all_results: list[SegmentationResult] = []
         self.masks: list[Image] = []
         self.overlays: list[Image] = []
         self._cond = threading.Condition()
-        self.create_subscription(SegmentationResult, f"{NS}/result", self._on_result, 2000)
-        self.create_subscription(Image, f"{NS}/mask", self.masks.append, 10)
+        self.create_subscription(SegmentationResult, f"{ns}/result", self._on_result, 2000)
+        self.create_subscription(Image, f"{ns}/mask", self.masks.append, 10)
         self.executor_ = MultiThreadedExecutor(num_threads=2)
         self.executor_.add_node(self)
         self._thread = threading.Thread(target=self.executor_.spin, daemon=True)
@@ -103,7 +78,7 @@ class Operator(Node):
             self._cond.notify_all()
 
     def subscribe_overlay(self) -> None:
-        self.create_subscription(Image, f"{NS}/overlay", self.overlays.append, 10)
+        self.create_subscription(Image, f"{self.ns}/overlay", self.overlays.append, 10)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Until the node serves its reset service and hears our image and query topics."""

@@ -144,3 +144,30 @@ def test_collate_places_seg_tokens_and_reference_placeholders():
     assert int((ids == model.image_token_id).sum()) == model.num_image_tokens
     assert batch.has_ref.tolist() == [False, True]
     assert batch.ref_masks[0].shape == (1, 64, 64)
+
+
+def test_round_tokens_locate_the_query_and_match_a_full_tokenisation():
+    from segllm_ros.model.template import tokenize_round
+
+    model = tiny_model()
+    tok, cfg = model.tokenizer, model.config
+    rt = tokenize_round(tok, cfg, "the red circle left of <the output of round 1>",
+                        cfg.seg_answer, 1, first=False, num_image_tokens=model.num_image_tokens)
+    start, end = rt.query_span
+    words = tok.convert_ids_to_tokens(rt.user_ids[start:end])
+    assert words[:2] == ["<ref>", "<ref>"] and words[2:5] == ["the", "red", "circle"]
+    assert tok.convert_ids_to_tokens(rt.user_ids[end:]) == ["ASSISTANT", ":"]
+    assert rt.answer_ids.count(model.seg_token_id) == 1
+
+
+def test_turn_pooling_averages_the_query_span_only():
+    model = tiny_model()
+    mask = np.zeros((64, 64), bool)
+    mask[5:20, 5:20] = True
+    sample = Sample(random_image(64, 64), [SampleRound("the red circle", [], mask),
+                                           SampleRound("it again", [1], mask)])
+    batch = collate([sample], model)
+    assert torch.allclose(batch.turn_pool.sum(1), torch.ones(2))
+    first = batch.turn_pool[0].nonzero().flatten()
+    assert model.tokenizer.convert_ids_to_tokens(batch.input_ids[0, first]) == [
+        "the", "red", "circle"]

@@ -6,6 +6,7 @@ contract (headers, sizes, rounds, reset, action, bad input), not mask quality.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -13,12 +14,14 @@ import pytest
 import rclpy
 from helpers import tiny_model
 from rclpy.action.client import GoalStatus
-from ros_helpers import Operator, image_msg, rss_mb, start_node, stop_node, wait_future
+from ros_helpers import Operator, image_msg, rss_mb, wait_future
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from segllm_ros.action import Segment
 from segllm_ros.msg import SegmentationQuery, SegmentationResult
+from segllm_ros.node.process import start_node_process as start_node
+from segllm_ros.node.process import stop_node_process as stop_node
 
 R = SegmentationResult
 H, W = 96, 128
@@ -284,3 +287,75 @@ def test_restart_with_state_dir_continues_the_conversation(ros, checkpoint, tmp_
         for proc in (first, locals().get("second")):
             if proc is not None and proc.poll() is None:
                 proc.kill()
+
+
+def test_model_failure_mid_round_keeps_the_conversation(ros, checkpoint):
+    """The node in this process (so a fault can be injected into its model), over real DDS:
+    the failing round is reported as MODEL_ERROR, the earlier rounds stay, the node serves on."""
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from segllm_ros.node.segllm_node import SegLLMNode
+
+    node = SegLLMNode(namespace="segllm_fault", parameter_overrides=[
+        Parameter("model_path", value=str(checkpoint)), Parameter("max_image_age", value=0.0)])
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    operator = Operator("/segllm_fault")
+    try:
+        node.trigger_configure()
+        node.trigger_activate()
+        operator.wait_ready()
+        operator.publish_image(image_msg(frame(17)))
+        assert operator.ask("the red circle", conversation="f").round_index == 1
+        seg_head = node.worker.engine.model.seg_head
+
+        def fault(*args, **kwargs):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+        seg_head.forward = fault
+        failed = operator.ask("the blue square left of it", conversation="f")
+        assert failed.status == R.STATUS_MODEL_ERROR
+        assert "round 2" in failed.message and "1 earlier round(s) are kept" in failed.message
+        del seg_head.forward
+        retry = operator.ask("the blue square left of it", conversation="f")
+        assert retry.status in (R.STATUS_OK, R.STATUS_NOT_FOUND) and retry.round_index == 2
+        assert list(retry.ref_rounds) == [1]
+    finally:
+        operator.close()
+        node.trigger_deactivate()
+        executor.shutdown()
+        node.destroy_node()
+
+
+def test_compressed_image_transport(ros, checkpoint, tmp_path):
+    """With image_transport:=compressed the node reads image/compressed (JPEG/PNG)."""
+    from sensor_msgs.msg import CompressedImage
+
+    from segllm_ros.interface.image_codec import encode_compressed
+
+    proc = start_node(checkpoint, tmp_path / "c.log", image_transport="compressed",
+                      max_image_age=0.0)
+    operator = Operator()
+    pub = operator.create_publisher(CompressedImage, "/segllm/image/compressed",
+                                    rclpy.qos.qos_profile_sensor_data)
+    try:
+        assert operator.reset_client.wait_for_service(timeout_sec=90)
+        while pub.get_subscription_count() == 0 or operator.query_pub.get_subscription_count() == 0:
+            time.sleep(0.05)
+        msg = CompressedImage(format="png", data=encode_compressed(frame(18), "png"))
+        msg.header = image_msg(frame(18), frame_id="jpeg_cam").header
+        pub.publish(msg)
+        time.sleep(0.3)
+        ok = operator.ask("the red circle", conversation="compressed")
+        assert ok.status in (R.STATUS_OK, R.STATUS_NOT_FOUND), ok.message
+        assert ok.header.frame_id == "jpeg_cam" and (ok.mask.height, ok.mask.width) == (H, W)
+        pub.publish(CompressedImage(format="jpeg", data=b"not a jpeg"))
+        time.sleep(0.3)
+        bad = operator.ask("the red circle", conversation="compressed-bad")
+        assert bad.status == R.STATUS_BAD_IMAGE
+    finally:
+        operator.close()
+        assert stop_node(proc) == 0

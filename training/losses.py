@@ -55,7 +55,7 @@ def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, di
     text_loss = F.cross_entropy(logits.flatten(0, 1), batch.labels[:, 1:].flatten(),
                                 ignore_index=IGNORE_INDEX)
 
-    turn_mean = torch.einsum("rl,rlh->rh", batch.turn_pool, hidden[batch.seg_batch])
+    turn_mean = torch.einsum("rl,rlh->rh", batch.turn_pool, embeds[batch.seg_batch])
     prompts = model.seg_prompts(hidden[batch.seg_batch, batch.seg_pos], turn_mean)
     sam_emb = model.sam_embedding(batch.images)
     size = model.config.sam.image_size

@@ -175,12 +175,14 @@ class SegLLMEngine:
                               first, self.model.num_image_tokens)
 
     def _feed(self, ids: list[int], refs: list[torch.Tensor], image_tokens: torch.Tensor,
-              cache: DynamicCache) -> torch.Tensor:
-        """Run ids through the LLM on top of ``cache``; returns hidden states (L, H)."""
+              cache: DynamicCache) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run ids through the LLM on top of ``cache``; returns the hidden states and the
+        input embeddings of the fed ids, both (L, H)."""
         input_ids = torch.tensor([ids], device=self.device)
         ref = torch.cat(refs) if refs else None
         embeds = self.model.embed(input_ids, image_tokens, ref)
-        return self.model.llm_hidden(embeds, past_key_values=cache).last_hidden_state[0]
+        hidden = self.model.llm_hidden(embeds, past_key_values=cache).last_hidden_state
+        return hidden[0], embeds[0]
 
     def _prefill(self, conv: Conversation, pinned: FrameFeatures) -> _Runtime:
         """A fresh KV cache holding every recorded round (used by recompute, and by the
@@ -213,13 +215,13 @@ class SegLLMEngine:
         if self.config.generate_text:
             answer = self._generate(conv, query, ref_tokens, first, pinned, runtime.cache)
         rt = self._round_tokens(query, answer, len(refs), first)
-        hidden = self._feed(rt.ids, ref_tokens, pinned.image_tokens, runtime.cache)
+        hidden, embeds = self._feed(rt.ids, ref_tokens, pinned.image_tokens, runtime.cache)
         seg = [i for i, t in enumerate(rt.answer_ids) if t == self.model.seg_token_id]
         if not seg:
             return answer, None
         start, end = rt.query_span
         return answer, self.model.seg_prompts(hidden[len(rt.user_ids) + seg[0]][None],
-                                              hidden[start:end].mean(0, keepdim=True))
+                                              embeds[start:end].mean(0, keepdim=True))
 
     def _generate(self, conv: Conversation, query: str, ref_tokens: list[torch.Tensor],
                   first: bool, pinned: FrameFeatures, cache: DynamicCache) -> str:

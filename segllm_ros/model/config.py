@@ -65,9 +65,10 @@ class SegLLMConfig:
     # "reference" embedding (64 parameters at prompt_embed_dim=64).
     dense_reference_prompt: bool = True
     # Project addition for small LLMs trained from scratch: the seg head reads the <seg> state
-    # plus the mean state of the current turn's query (+ reference) tokens. A freshly
-    # initialised LLM mixes the query into later positions too weakly for the seg head to
-    # learn from; a pretrained LLM does not need it (upstream: off).
+    # plus the (layer-normed) mean input embedding of the current turn's query and reference
+    # tokens. A freshly initialised LLM carries the query into later positions too weakly for
+    # the mask decoder to pick up, and the two then settle on "every object"; a pretrained LLM
+    # does not need it (upstream: off).
     seg_turn_pooling: bool = False
     freeze_vision_tower: bool = True
     # Conversation text (Vicuna v1).

@@ -119,6 +119,7 @@ class SegLLMModel(nn.Module):
         self.sam = build_sam(config.sam)
         self.reference_embed = (nn.Parameter(torch.zeros(prompt_dim))
                                 if config.dense_reference_prompt else None)
+        self.turn_norm = nn.LayerNorm(hidden) if config.seg_turn_pooling else None
         self._match_embedding_scale()
         if config.freeze_vision_tower:
             self.vision_tower.requires_grad_(False)
@@ -211,11 +212,12 @@ class SegLLMModel(nn.Module):
                                       attention_mask=attention_mask,
                                       **{self.cache_kwarg: past_key_values}, use_cache=True)
 
-    def seg_prompts(self, seg_hidden: torch.Tensor, turn_mean: torch.Tensor) -> torch.Tensor:
+    def seg_prompts(self, seg_hidden: torch.Tensor, turn_embeds: torch.Tensor) -> torch.Tensor:
         """SAM prompt tokens (R, slots, T, C) from the ``<seg>`` states (R, H) and the mean
-        state of each round's query tokens (R, H), used when ``seg_turn_pooling`` is on."""
-        if self.config.seg_turn_pooling:
-            seg_hidden = seg_hidden + turn_mean
+        input embedding of each round's query tokens (R, H), used when ``seg_turn_pooling``
+        is on."""
+        if self.turn_norm is not None:
+            seg_hidden = seg_hidden + self.turn_norm(turn_embeds)
         return self.seg_head(seg_hidden)
 
     # ----------------------------------------------------------------- SAM
