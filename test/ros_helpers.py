@@ -91,9 +91,12 @@ class Operator(Node):
                 raise TimeoutError("the segllm node does not subscribe to query/image")
             time.sleep(0.05)
 
-    def publish_image(self, msg: Image, settle: float = 0.3) -> None:
-        self.image_pub.publish(msg)
-        time.sleep(settle)  # SensorData QoS: give the frame time to arrive before a query
+    def publish_image(self, msg: Image, settle: float = 0.3, repeats: int = 3) -> None:
+        """SensorData QoS is best effort: send the frame a few times, then let it arrive."""
+        for _ in range(repeats):
+            self.image_pub.publish(msg)
+            time.sleep(0.05)
+        time.sleep(settle)
 
     def send(self, text: str, conversation: str = "c", refs=(), policy: int = 0,
              image: Image | None = None, stamp_ns: int = 0, reset_before: bool = False) -> str:

@@ -44,7 +44,7 @@ def ros():
 @pytest.fixture(scope="module")
 def node(ros, checkpoint, tmp_path_factory):
     log = tmp_path_factory.mktemp("node") / "node.log"
-    proc = start_node(checkpoint, log, max_image_age=2.0, queue_size=8)
+    proc = start_node(checkpoint, log, max_image_age=30.0, queue_size=8)
     yield proc
     assert stop_node(proc) == 0, log.read_text()[-3000:]
 
@@ -156,26 +156,26 @@ def test_action_succeeds_with_feedback(op):
     assert response.status == GoalStatus.STATUS_SUCCEEDED
     assert response.result.result.round_index == 1
     assert response.result.result.conversation_id == "action"
-    time.sleep(0.2)
-    assert stages[0] == "queued" and "decoding_mask" in stages
+    # Feedback travels apart from the result, and rclpy's client drops feedback that comes in
+    # after the result: the stages seen are an in-order prefix.
+    model_stages = ["encoding_image", "reasoning", "decoding_mask"]
+    assert stages[0] == "queued" and len(stages) >= 2
+    assert stages[1:] == model_stages[: len(stages) - 1]
 
 
 def test_action_can_be_cancelled(op):
-    """A goal queued behind slow work (4000x3000 embedded frames) is cancelled before the
-    model touches it, and leaves no round behind."""
+    """Cancel a goal right after it is accepted: its large embedded frame keeps the worker
+    busy for hundreds of ms, and a cancel wins until the round is recorded, so the round
+    stops and leaves nothing behind in the conversation."""
     big = image_msg(np.zeros((3000, 4000, 3), np.uint8))
-    busy = [op.send("the red circle", conversation=f"busy{i}",
-                    policy=SegmentationQuery.IMAGE_EMBEDDED, image=big) for i in range(4)]
-    op.wait_result(busy[0])  # the worker is now on the rest of the busy queries
-    goal = Segment.Goal(query=SegmentationQuery(conversation_id="cancel-me",
-                                                text="the red circle"))
+    goal = Segment.Goal(query=SegmentationQuery(
+        conversation_id="cancel-me", text="the red circle",
+        image_policy=SegmentationQuery.IMAGE_EMBEDDED, image=big))
     handle = wait_future(op.action.send_goal_async(goal))
     wait_future(handle.cancel_goal_async())
     response = wait_future(handle.get_result_async())
     assert response.status == GoalStatus.STATUS_CANCELED
     assert response.result.result.status == R.STATUS_CANCELED
-    for rid in busy:
-        op.wait_result(rid)
     op.publish_image(image_msg(frame(8)))
     assert op.ask("the red circle", conversation="cancel-me").round_index == 1
 
@@ -208,7 +208,7 @@ def test_bad_images_are_refused_and_the_node_keeps_serving(op, bad, words):
 
 
 def test_stale_frame_is_refused(op):
-    op.publish_image(image_msg(frame(11), stamp_ns=time.time_ns() - 10 * 10**9))
+    op.publish_image(image_msg(frame(11), stamp_ns=time.time_ns() - 60 * 10**9))
     r = op.ask("the red circle", conversation="stale")
     assert r.status == R.STATUS_IMAGE_TOO_OLD and "max_image_age" in r.message
 
@@ -265,16 +265,18 @@ def test_overlay_only_while_subscribed(op):
 
 def test_restart_with_state_dir_continues_the_conversation(ros, checkpoint, tmp_path):
     state = tmp_path / "state"
-    first = start_node(checkpoint, tmp_path / "a.log", state_dir=str(state), max_image_age=0.0)
-    operator = Operator()
+    ns = "/segllm_restart"
+    first = start_node(checkpoint, tmp_path / "a.log", namespace=ns, state_dir=str(state),
+                       max_image_age=0.0)
+    operator = Operator(ns)
     try:
         operator.wait_ready()
         operator.publish_image(image_msg(frame(16), frame_id="kept"))
         r1 = operator.ask("the red circle", conversation="robot")
         operator.ask("the blue square to the left of it", conversation="robot")
         assert stop_node(first) == 0
-        second = start_node(checkpoint, tmp_path / "b.log", state_dir=str(state),
-                            max_image_age=0.0)
+        second = start_node(checkpoint, tmp_path / "b.log", namespace=ns,
+                            state_dir=str(state), max_image_age=0.0)
         operator.wait_ready()
         r3 = operator.ask("<the output of round 1> again", conversation="robot",
                           policy=SegmentationQuery.IMAGE_PINNED)
@@ -336,10 +338,11 @@ def test_compressed_image_transport(ros, checkpoint, tmp_path):
 
     from segllm_ros.interface.image_codec import encode_compressed
 
-    proc = start_node(checkpoint, tmp_path / "c.log", image_transport="compressed",
+    ns = "/segllm_compressed"
+    proc = start_node(checkpoint, tmp_path / "c.log", namespace=ns, image_transport="compressed",
                       max_image_age=0.0)
-    operator = Operator()
-    pub = operator.create_publisher(CompressedImage, "/segllm/image/compressed",
+    operator = Operator(ns)
+    pub = operator.create_publisher(CompressedImage, f"{ns}/image/compressed",
                                     rclpy.qos.qos_profile_sensor_data)
     try:
         assert operator.reset_client.wait_for_service(timeout_sec=90)

@@ -97,11 +97,15 @@ def load_experiment(path: str | Path) -> tuple[SegLLMConfig, DemoTrainConfig]:
     return SegLLMConfig.from_dict(data["model"]), DemoTrainConfig.from_dict(data.get("train", {}))
 
 
-def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path,
-          progress: bool = True) -> tuple[SegLLMModel, list[dict]]:
+def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path, progress: bool = True,
+          init: Path | None = None) -> tuple[SegLLMModel, list[dict]]:
+    """Train from scratch, or go on from the checkpoint ``init`` (fresh schedule)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    model = SegLLMModel(model_cfg, demo_tokenizer(model_cfg, cfg.tabletop)).train()
+    if init is not None:
+        model = SegLLMModel.from_pretrained(init).train()
+    else:
+        model = SegLLMModel(model_cfg, demo_tokenizer(model_cfg, cfg.tabletop)).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     stream = conversation_stream(cfg.seed, cfg.tabletop)
@@ -143,13 +147,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="models/demo")
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--max-minutes", type=float)
+    parser.add_argument("--init", type=Path, help="continue from this checkpoint")
+    parser.add_argument("--seed", type=int, help="data stream seed (default: config)")
     args = parser.parse_args(argv)
     model_cfg, cfg = load_experiment(args.config)
     if args.max_steps:
         cfg.max_steps = args.max_steps
     if args.max_minutes:
         cfg.max_minutes = args.max_minutes
-    train(model_cfg, cfg, Path(args.out))
+    if args.seed is not None:
+        cfg.seed = args.seed
+    train(model_cfg, cfg, Path(args.out), init=args.init)
 
 
 if __name__ == "__main__":

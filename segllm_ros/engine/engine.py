@@ -118,6 +118,8 @@ class SegLLMEngine:
             t2 = time.perf_counter()
             stage("decoding_mask")
             mask, score = self._decode(conv, prompts, refs, feats)
+            if should_cancel is not None and should_cancel():  # cancel wins until recorded
+                raise RoundCancelled("cancelled before the round was recorded")
         except BaseException:
             conv.invalidate_runtime()  # the KV cache may hold a half-fed round
             raise

@@ -14,8 +14,8 @@ from typing import Any
 
 
 def start_node_process(model_path: Path | str, log_path: Path, env: dict[str, str] | None = None,
-                       **params: Any) -> subprocess.Popen:
-    """``python -m segllm_ros.node --ros-args -p model_path:=... -p name:=value ...``.
+                       namespace: str | None = None, **params: Any) -> subprocess.Popen:
+    """``python -m segllm_ros.node --ros-args [-r __ns:=NS] -p model_path:=... -p k:=v ...``.
 
     The node gets its own session (only we signal it) and this checkout's ``segllm_ros`` on
     its path. ``env`` must carry the ROS network variables (LOCALHOST, domain id)."""
@@ -24,6 +24,8 @@ def start_node_process(model_path: Path | str, log_path: Path, env: dict[str, st
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "segllm_ros.node", "--ros-args",
            "-p", f"model_path:={model_path}"]
+    if namespace:
+        cmd += ["-r", f"__ns:={namespace}"]
     for name, value in params.items():
         cmd += ["-p", f"{name}:={value}"]
     with open(log_path, "wb") as log:
