@@ -202,9 +202,13 @@ def test_bad_images_are_refused_and_the_node_keeps_serving(op, bad, words):
     op.publish_image(_bad_image(**bad))
     on_topic = op.ask("the red circle", conversation="bad")
     assert on_topic.status == R.STATUS_BAD_IMAGE and words in on_topic.message
-    op.publish_image(image_msg(frame(10)))
-    assert op.ask("the red circle", conversation="bad-then-good").status in (
-        R.STATUS_OK, R.STATUS_NOT_FOUND)
+    statuses = []
+    for _ in range(5):  # best-effort camera QoS: a good frame soon replaces the bad one
+        op.publish_image(image_msg(frame(10)))
+        statuses.append(op.ask("the red circle", conversation="bad-then-good").status)
+        if statuses[-1] != R.STATUS_BAD_IMAGE:
+            break
+    assert statuses[-1] in (R.STATUS_OK, R.STATUS_NOT_FOUND), statuses
 
 
 def test_stale_frame_is_refused(op):

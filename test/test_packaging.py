@@ -106,9 +106,9 @@ def test_colcon_build_installs_a_ros_package(tmp_path):
     cmd = [str(colcon), "--log-base", str(ws / "log"), "build",
            "--base-paths", str(ws / "src"),
            "--build-base", str(ws / "build"), "--install-base", str(ws / "install"),
-           # console_cohesion: a package's whole output in one block, so a failure's tail
-           # (shown below) holds the compiler/CMake error.
-           "--event-handlers", "console_cohesion+",
+           # console_direct: the build's own output (captured), so a failure's tail (shown
+           # below) holds the compiler/CMake error. colcon-core ships this handler.
+           "--event-handlers", "console_direct+",
            "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}"]
     run = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True, timeout=540)
     assert run.returncode == 0, f"colcon build failed:\n{_tail(run.stdout + run.stderr)}"
