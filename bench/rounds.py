@@ -1,6 +1,6 @@
 """Per-round latency of a multi-round conversation: cached KV path vs full recompute.
 
-    .venv/bin/python bench/rounds.py [--model DIR] --out bench/out [--repeats 5] [--rounds 8]
+    .venv/bin/python bench/rounds.py [--model DIR] --out bench/results [--repeats 5] [--rounds 8]
 
 Why: the engine's claim is that a round costs the same at round 8 as at round 2, because the
 LLM's KV cache already holds the conversation and the frame's CLIP/SAM features are kept,
@@ -302,7 +302,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None,
                         help="checkpoint folder (default: the bundled demo model)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1,
