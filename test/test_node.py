@@ -287,6 +287,9 @@ def test_restart_with_state_dir_continues_the_conversation(ros, checkpoint, tmp_
         assert r3.status in (R.STATUS_OK, R.STATUS_NOT_FOUND), r3.message
         assert r3.round_index == 3 and list(r3.ref_rounds) == [1]
         assert r3.header == r1.header  # the pinned frame came back from disk
+        assert any(state.iterdir())
+        assert operator.reset("").success   # a reset also forgets the saved state
+        assert not any(state.iterdir())
         assert stop_node(second) == 0
     finally:
         operator.close()

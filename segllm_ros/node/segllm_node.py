@@ -169,9 +169,10 @@ class SegLLMNode(LifecycleNode):
             response.success, response.cleared = False, 0
             response.message = f"unknown conversation {cid!r}"
             return response
+        cleared_ids = [cid] if cid else engine.store.ids()
         response.cleared = engine.reset(cid)
-        if self.params.state_dir:
-            for gone in ([cid] if cid else [p.name for p in Path(self.params.state_dir).glob("*")]):
+        if self.params.state_dir:  # a restart must not bring a reset conversation back
+            for gone in cleared_ids:
                 engine.store.delete_saved(gone, Path(self.params.state_dir))
         response.success = True
         response.message = f"cleared {response.cleared} conversation(s)"
