@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import DEMO_MODEL
+from helpers import DEMO_MODEL, tiny_model
 
 from segllm_ros.engine.conversation import Frame
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
@@ -45,9 +45,8 @@ def test_demo_model_meets_the_issue_quality_bar(model, data):
     assert blanked.twin_choice <= 0.60
 
 
-def test_demo_model_segments_named_objects(model, data):
-    """Rounds that name an object unique in the scene ("the purple circle"): the bundled
-    model finds it (an untrained model of this architecture scores 0.03)."""
+def named_object_iou(model, data) -> tuple[float, int]:
+    """Mean IoU on rounds that name an object unique in the scene ("the purple circle")."""
     engine = SegLLMEngine(model)
     ious = []
     for n, conv in enumerate(data):
@@ -57,6 +56,15 @@ def test_demo_model_segments_named_objects(model, data):
                 result = engine.segment(f"named-{n}", rnd.query, frame)
                 ious.append(mask_iou(result.mask, conv.scene.target_mask(rnd.target)))
                 engine.reset(f"named-{n}")
-    print(f"named objects: mean IoU {np.mean(ious):.3f} over {len(ious)} rounds")
-    assert len(ious) >= 30
-    assert np.mean(ious) >= 0.6
+    return float(np.mean(ious)), len(ious)
+
+
+def test_demo_model_segments_named_objects(model, data):
+    """The bundled model finds named objects, far above the same architecture untrained
+    (measured in the same run, so the number quoted in notes comes from here)."""
+    trained, count = named_object_iou(model, data)
+    untrained, _ = named_object_iou(tiny_model(seed=0).eval(), data)
+    print(f"named objects: mean IoU {trained:.3f} trained, {untrained:.3f} untrained "
+          f"({count} rounds)")
+    assert count >= 30
+    assert trained >= 0.6 and untrained < 0.2

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration
 
 from segllm_ros.model.config import SamConfig, SegLLMConfig
-from segllm_ros.model.segllm import SegLLMModel
+from segllm_ros.model.segllm import SegLLMModel, architecture_dict
 
 SAM_VARIANTS: dict[str, dict] = {
     "vit_h": {"encoder_embed_dim": 1280, "encoder_depth": 32, "encoder_num_heads": 16,
@@ -59,10 +59,7 @@ def from_llava(llava_dir: str | Path, sam_checkpoint: str | Path | None = None,
     llm = AutoModelForCausalLM.from_config(llava.config.text_config)
     llm.get_decoder().load_state_dict(inner.language_model.state_dict())
     llm.get_output_embeddings().load_state_dict(llava.lm_head.state_dict())
-    vision_cfg = inner.vision_tower.config.to_diff_dict()
-    for key in ("architectures", "transformers_version", "model_type"):
-        vision_cfg.pop(key, None)
-    config = SegLLMConfig(vision=vision_cfg,
+    config = SegLLMConfig(vision=architecture_dict(inner.vision_tower.config),
                           vision_feature_layer=llava.config.vision_feature_layer,
                           llm={}, sam=sam or sam_config("vit_h"))
     config = dataclasses.replace(config, **overrides)

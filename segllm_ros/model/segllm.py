@@ -72,6 +72,18 @@ class FrameFeatures:
         return int(self.image.shape[1]), int(self.image.shape[2])
 
 
+def architecture_dict(config, keep_model_type: bool = False) -> dict:
+    """A Hugging Face config as the plain architecture dict ``SegLLMConfig`` stores: no
+    provenance keys, no quantisation of the file it was read from (weights are saved
+    dequantised); ``model_type`` kept where the class must be chosen from it (the LLM)."""
+    data = config.to_diff_dict()
+    for key in ("architectures", "transformers_version", "quantization_config"):
+        data.pop(key, None)
+    if not keep_model_type:
+        data.pop("model_type", None)
+    return data
+
+
 def build_llm(spec: dict, tokenizer) -> nn.Module:
     """Any Hugging Face causal LM: from a config dict (sized to ``tokenizer`` unless the dict
     says otherwise) or ``{"pretrained": path, ...}`` (e.g. ``gguf_file``)."""
@@ -259,14 +271,8 @@ class SegLLMModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         cfg = SegLLMConfig.from_dict(self.config.to_dict())
-        llm_cfg = self.llm.config.to_diff_dict()
-        llm_cfg.pop("architectures", None)
-        llm_cfg.pop("transformers_version", None)
-        llm_cfg.pop("quantization_config", None)
-        cfg.llm = llm_cfg
-        cfg.vision = self.vision_tower.config.to_diff_dict()
-        for key in ("architectures", "transformers_version", "model_type"):
-            cfg.vision.pop(key, None)
+        cfg.llm = architecture_dict(self.llm.config, keep_model_type=True)
+        cfg.vision = architecture_dict(self.vision_tower.config)
         cfg.save(directory / CONFIG_NAME)
         save_model(self, str(directory / WEIGHTS_NAME))
         self.tokenizer.save_pretrained(directory)

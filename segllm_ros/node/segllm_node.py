@@ -142,9 +142,10 @@ class SegLLMNode(LifecycleNode):
         self._subs, self._pubs, self._srvs, self._action = [], [], [], None
 
     # -------------------------------------------------------------- callbacks
-    @staticmethod
-    def _query_from_msg(msg: SegmentationQuery) -> Query:
-        return Query(conversation_id=msg.conversation_id, request_id=msg.request_id
+    def _query_from_msg(self, msg: SegmentationQuery) -> Query:
+        """An empty conversation id means the default conversation (the query_text one)."""
+        return Query(conversation_id=msg.conversation_id or self.params.default_conversation,
+                     request_id=msg.request_id
                      or uuid.uuid4().hex[:12], text=msg.text,
                      ref_rounds=[int(r) for r in msg.ref_rounds],
                      image_policy=int(msg.image_policy),
@@ -153,10 +154,7 @@ class SegLLMNode(LifecycleNode):
                      else None, reset_before=msg.reset_before)
 
     def _on_query(self, msg: SegmentationQuery) -> None:
-        query = self._query_from_msg(msg)
-        if not query.conversation_id:
-            query.conversation_id = self.params.default_conversation
-        self.worker.submit(Job(query, self._publish))
+        self.worker.submit(Job(self._query_from_msg(msg), self._publish))
 
     def _on_query_text(self, msg: String) -> None:
         self.worker.submit(Job(Query(self.params.default_conversation, uuid.uuid4().hex[:12],
@@ -180,8 +178,6 @@ class SegLLMNode(LifecycleNode):
 
     def _execute_goal(self, goal_handle):
         query = self._query_from_msg(goal_handle.request.query)
-        if not query.conversation_id:
-            query.conversation_id = self.params.default_conversation
         done = threading.Event()
         box: dict[str, Outcome] = {}
         start = time.perf_counter()
