@@ -1,0 +1,1 @@
+"""MRSeg: multi-round conversations built by rules from public segmentation annotations."""
