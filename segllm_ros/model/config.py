@@ -31,6 +31,8 @@ class SamConfig:
     encoder_global_attn_indexes: list[int] = field(default_factory=lambda: [7, 15, 23, 31])
     encoder_window_size: int = 14
     cnn_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    cnn_pos_embed: bool = False  # learned absolute position embedding on the CNN output, as the
+    # ViT has; needed to tell identical objects apart by where they are (demo model: on)
     prompt_embed_dim: int = 256
     decoder_depth: int = 2
     decoder_mlp_dim: int = 2048

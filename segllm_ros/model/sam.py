@@ -35,13 +35,30 @@ LayerNorm2d = sam_modeling.common.LayerNorm2d
 from segllm_ros.model.config import SamConfig  # noqa: E402
 
 
+def sinusoidal_grid(channels: int, size: int) -> torch.Tensor:
+    """(1, channels, size, size) 2-D sine/cosine position code (half the channels per axis)."""
+    quarter = channels // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(quarter) / max(1, quarter)))
+    pos = torch.arange(size, dtype=torch.float32)[:, None] * freqs[None] * (torch.pi / size) * 4
+    code = torch.cat([pos.sin(), pos.cos()], dim=1)  # (size, channels / 2)
+    grid = torch.zeros(channels, size, size)
+    half = code.shape[1]
+    grid[:half] = code.T[:, None, :].expand(half, size, size)      # varies along x
+    grid[half:2 * half] = code.T[:, :, None].expand(half, size, size)  # varies along y
+    return grid[None]
+
+
 class ConvImageEncoder(nn.Module):
     """Strided CNN: image (B, 3, S, S) -> embedding (B, C, S/patch, S/patch).
 
     A stand-in for SAM's ViT when training from scratch on a CPU; same output contract.
+    Like the ViT it adds a learned absolute position embedding: convolutions are translation
+    equivariant, so without it two identical objects get identical embeddings and the mask
+    decoder cannot output one of them ("the red circle on the left").
     """
 
-    def __init__(self, channels: list[int], out_chans: int, patch_size: int) -> None:
+    def __init__(self, channels: list[int], out_chans: int, patch_size: int,
+                 embedding_size: int, pos_embed: bool = True) -> None:
         super().__init__()
         stages = len(channels)
         if 2**stages != patch_size:
@@ -55,9 +72,12 @@ class ConvImageEncoder(nn.Module):
             in_ch = ch
         layers += [nn.Conv2d(in_ch, out_chans, 1), LayerNorm2d(out_chans)]
         self.net = nn.Sequential(*layers)
+        self.pos_embed = (nn.Parameter(0.5 * sinusoidal_grid(out_chans, embedding_size))
+                          if pos_embed else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        x = self.net(x)
+        return x if self.pos_embed is None else x + self.pos_embed
 
 
 def build_sam(cfg: SamConfig) -> nn.Module:
@@ -82,7 +102,8 @@ def build_sam(cfg: SamConfig) -> nn.Module:
             out_chans=cfg.prompt_embed_dim,
         )
     elif cfg.image_encoder == "cnn":
-        image_encoder = ConvImageEncoder(cfg.cnn_channels, cfg.prompt_embed_dim, cfg.patch_size)
+        image_encoder = ConvImageEncoder(cfg.cnn_channels, cfg.prompt_embed_dim, cfg.patch_size,
+                                         cfg.embedding_size, cfg.cnn_pos_embed)
     else:
         raise ValueError(f"unknown SAM image encoder {cfg.image_encoder!r} (vit or cnn)")
     size = cfg.embedding_size
