@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 
@@ -156,3 +157,14 @@ class BadRecords:
         if not self.skip_bad:
             raise error
         self.errors.append(str(error))
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 HxWx3; a missing or corrupt image names the file."""
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except FileNotFoundError:
+        raise SourceError(path, "image not found") from None
+    except OSError as exc:
+        raise SourceError(path, f"corrupt image: {exc}") from None

@@ -28,8 +28,7 @@ import numpy as np
 import openai
 from PIL import Image
 
-from .entries import ImageEntry
-from .sam_boxes import load_image
+from .entries import ImageEntry, load_image
 from .schema import ConversationRecord
 
 log = logging.getLogger(__name__)

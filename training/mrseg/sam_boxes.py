@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .config import BuildConfig
-from .entries import ImageEntry, SourceError
+from .entries import ImageEntry, SourceError, load_image
 
 
 @cache
@@ -37,17 +36,6 @@ def _model(config_items: tuple, checkpoint: str | None) -> torch.nn.Module:
                 f"{missing[:5]}, unexpected {unexpected[:5]}"
             )
     return sam.eval()
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 HxWx3; a missing or corrupt image names the file."""
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except FileNotFoundError:
-        raise SourceError(path, "image not found") from None
-    except OSError as exc:
-        raise SourceError(path, f"corrupt image: {exc}") from None
 
 
 @torch.inference_mode()

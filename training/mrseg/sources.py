@@ -30,7 +30,6 @@ from .readers.label_maps import (
 from .readers.reasonseg import read_reasonseg
 from .readers.refer import read_refer
 from .readers.visual_genome import read_visual_genome
-from .sam_boxes import box_segmenter
 from .schema import ConversationRecord
 
 Reader = Callable[[Path, str, BadRecords], list[ImageEntry]]
@@ -63,6 +62,8 @@ def read_attributes_coco(root: Path, split: str, bad: BadRecords) -> list[ImageE
 def _interactional(
     entry: ImageEntry, rng: np.random.Generator, cfg: BuildConfig, source: str
 ) -> list[ConversationRecord]:
+    from .sam_boxes import box_segmenter  # torch + SAM only for the source that needs them
+
     return interactional(entry, rng, cfg, source, box_segmenter(cfg))
 
 
