@@ -10,15 +10,36 @@ import numpy as np
 from segllm_training.mrseg import fixtures as fx
 from segllm_training.mrseg.config import BuildConfig
 
-TINY_SAM = dict(image_encoder="vit", image_size=64, patch_size=16, encoder_embed_dim=32,
-                encoder_depth=1, encoder_num_heads=2, encoder_global_attn_indexes=[0],
-                encoder_window_size=2, prompt_embed_dim=32, decoder_mlp_dim=64,
-                decoder_num_heads=2, iou_head_hidden_dim=32, mask_in_chans=8)
+TINY_SAM = dict(
+    image_encoder="vit",
+    image_size=64,
+    patch_size=16,
+    encoder_embed_dim=32,
+    encoder_depth=1,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=[0],
+    encoder_window_size=2,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+    mask_in_chans=8,
+)
 
-SOURCE_DIRS = {"refcoco": "refcoco", "refcoco+": "refcoco", "refcocog": "refcocog",
-               "mrseg_hard": "refcoco", "lvis": "lvis", "paco_lvis": "paco",
-               "visual_genome": "vg", "pascal_part": "ppp", "ade20k": "ade",
-               "cocostuff": "cocostuff", "reasonseg": "reasonseg", "attributes_coco": "coco"}
+SOURCE_DIRS = {
+    "refcoco": "refcoco",
+    "refcoco+": "refcoco",
+    "refcocog": "refcocog",
+    "mrseg_hard": "refcoco",
+    "lvis": "lvis",
+    "paco_lvis": "paco",
+    "visual_genome": "vg",
+    "pascal_part": "ppp",
+    "ade20k": "ade",
+    "cocostuff": "cocostuff",
+    "reasonseg": "reasonseg",
+    "attributes_coco": "coco",
+}
 
 
 def tiny_config(**overrides) -> BuildConfig:
@@ -40,6 +61,7 @@ def write_all(root: Path, seed: int = 0, n: int = 9) -> Path:
         path = fx.write_coco_instances(root / "coco", rng, split, 3)
         ids = [a["id"] for a in json.loads(path.read_text())["annotations"]]
         (root / "coco" / f"attributes_{split}2017.json").write_text(
-            json.dumps({str(i): f"striped blue object {i}" for i in ids}))
+            json.dumps({str(i): f"striped blue object {i}" for i in ids})
+        )
     fx.write_visual_genome(root / "vg", rng)
     return root

@@ -1,4 +1,4 @@
-"""The CLI on every source: build (workers, limit, skip-bad, errors) and stats (Table A1, Fig. A1)."""
+"""The CLI on every source: build (workers, --limit, --skip-bad, errors) and stats."""
 
 from __future__ import annotations
 
@@ -23,8 +23,26 @@ def test_build_every_source_then_stats(data, tmp_path, capsys):
     files = []
     for source, folder in sorted(SOURCE_DIRS.items()):
         out = tmp_path / f"{source}.jsonl"
-        assert main(["build", "--source", source, "--root", str(data / folder), "--split",
-                     "train", "--out", str(out), "--workers", "2", "--config", str(config)]) == 0
+        assert (
+            main(
+                [
+                    "build",
+                    "--source",
+                    source,
+                    "--root",
+                    str(data / folder),
+                    "--split",
+                    "train",
+                    "--out",
+                    str(out),
+                    "--workers",
+                    "2",
+                    "--config",
+                    str(config),
+                ]
+            )
+            == 0
+        )
         assert read_conversations(out)
         files.append(str(out))
     capsys.readouterr()
@@ -33,8 +51,9 @@ def test_build_every_source_then_stats(data, tmp_path, capsys):
     text = capsys.readouterr().out
     assert plot.stat().st_size > 1000
     for source in SOURCE_DIRS:
-        row = re.search(rf"^\| {re.escape(source)} \| train \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$",
-                        text, re.M)
+        row = re.search(
+            rf"^\| {re.escape(source)} \| train \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", text, re.M
+        )
         assert row, source
         convs, images, max_rounds, limit = map(int, row.groups())
         assert convs >= 1 and 1 <= images <= convs * 20 and 1 <= max_rounds <= limit
@@ -43,8 +62,25 @@ def test_build_every_source_then_stats(data, tmp_path, capsys):
 
 def test_limit_and_seed(data, tmp_path, capsys):
     out = tmp_path / "lvis.jsonl"
-    assert main(["build", "--source", "lvis", "--root", str(data / "lvis"), "--split", "val",
-                 "--out", str(out), "--limit", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--source",
+                "lvis",
+                "--root",
+                str(data / "lvis"),
+                "--split",
+                "val",
+                "--out",
+                str(out),
+                "--limit",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "from 2 images" in capsys.readouterr().out
     assert {r.split for r in read_conversations(out)} <= {"val"}
 
@@ -55,23 +91,59 @@ def test_bad_input_exits_2_naming_file_and_record(data, tmp_path, capsys):
     doc = json.loads((data / "lvis" / "lvis_v1_train.json").read_text())
     doc["annotations"][3]["category_id"] = 999
     (bad / "lvis_v1_train.json").write_text(json.dumps(doc))
-    args = ["build", "--source", "lvis", "--root", str(bad), "--split", "train", "--out",
-            str(tmp_path / "o.jsonl"), "--no-progress"]
+    args = [
+        "build",
+        "--source",
+        "lvis",
+        "--root",
+        str(bad),
+        "--split",
+        "train",
+        "--out",
+        str(tmp_path / "o.jsonl"),
+        "--no-progress",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "lvis_v1_train.json [annotations[3] id=" in err and "unknown category_id 999" in err
     assert main([*args, "--skip-bad"]) == 0
     captured = capsys.readouterr()
     assert "skipped:" in captured.err and "(1 skipped)" in captured.out
-    assert main(["build", "--source", "lvis", "--root", str(tmp_path / "none"), "--split",
-                 "train", "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert (
+        main(
+            [
+                "build",
+                "--source",
+                "lvis",
+                "--root",
+                str(tmp_path / "none"),
+                "--split",
+                "train",
+                "--out",
+                str(tmp_path / "o.jsonl"),
+            ]
+        )
+        == 2
+    )
     assert "file not found" in capsys.readouterr().err
 
 
 def test_stats_reports_broken_lines(data, tmp_path, capsys):
     out = tmp_path / "a.jsonl"
-    main(["build", "--source", "reasonseg", "--root", str(data / "reasonseg"), "--split", "val",
-          "--out", str(out), "--no-progress"])
+    main(
+        [
+            "build",
+            "--source",
+            "reasonseg",
+            "--root",
+            str(data / "reasonseg"),
+            "--split",
+            "val",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     with out.open("a") as f:
         f.write('{"id": "broken"\n')
     capsys.readouterr()

@@ -43,10 +43,23 @@ def big_entry(n: int, seed: int = 0, classes=fx.CLASSES) -> ImageEntry:
     for k in range(n):
         poly, (x, y, w, h) = fx.ellipse(rng, 400, 400)
         cls = classes[k % len(classes)]
-        instances.append(Instance(ann_id=k, category=cls, bbox=(x, y, x + w, y + h),
-                                  segmentation=[poly], captions=[f"{cls} {k}"]))
-    return ImageEntry(image_id="big", file_name="big.jpg", height=400, width=400, split="train",
-                      instances=instances)
+        instances.append(
+            Instance(
+                ann_id=k,
+                category=cls,
+                bbox=(x, y, x + w, y + h),
+                segmentation=[poly],
+                captions=[f"{cls} {k}"],
+            )
+        )
+    return ImageEntry(
+        image_id="big",
+        file_name="big.jpg",
+        height=400,
+        width=400,
+        split="train",
+        instances=instances,
+    )
 
 
 @pytest.mark.parametrize("source", sorted(SOURCE_DIRS))
@@ -66,8 +79,10 @@ def test_round_limits_and_references(built, source):
 
 
 def test_positional_round_count_spans_2_to_18():
-    counts = Counter(len(positional(big_entry(25), image_rng(s, "t", 0), BuildConfig(), "refcoco")[0]
-                         .rounds) for s in range(300))
+    counts = Counter(
+        len(positional(big_entry(25), image_rng(s, "t", 0), BuildConfig(), "refcoco")[0].rounds)
+        for s in range(300)
+    )
     assert min(counts) == 2 and max(counts) == 18
 
 
@@ -78,7 +93,7 @@ def test_positional_probabilities_over_seeds():
     for seed in range(400):
         rec = positional(entry, image_rng(seed, "refcoco", "big"), cfg, "refcoco")[0]
         boxes = {i.ann_id: i.bbox for i in entry.instances}
-        for i, rnd in enumerate(rec.rounds[1:], start=2):
+        for rnd in rec.rounds[1:]:
             if not rnd.ref_rounds:
                 self_q += 1
                 continue
@@ -139,8 +154,9 @@ def test_hard_pairs_are_same_class_with_split_templates(tmp_path):
         for rec in records:
             (rnd,) = rec.rounds
             assert rnd.input_mask is not None and INPUT_MASK_TOKEN in rnd.query
-            assert any(rnd.query == t.format(x=INPUT_MASK_TOKEN, cls=rnd.caption[6:])
-                       for t in templates)
+            assert any(
+                rnd.query == t.format(x=INPUT_MASK_TOKEN, cls=rnd.caption[6:]) for t in templates
+            )
             assert not (decode_mask(rnd.input_mask) & decode_mask(rnd.mask)).all()
             pairs[rec.image] += 1
         x_ids = [r.rounds[0].annotation_id for r in records]
@@ -158,7 +174,7 @@ def test_hierarchical_parts_follow_their_object(data, built):
             if rnd.ref_rounds:
                 (k,) = rnd.ref_rounds
                 assert parent[rnd.annotation_id] == rec.rounds[k - 1].annotation_id
-                assert f" of " in rnd.query
+                assert " of " in rnd.query
         per_object = Counter(r.ref_rounds[0] for r in rec.rounds if r.ref_rounds)
         assert all(1 <= v <= 4 for v in per_object.values())
 

@@ -33,8 +33,9 @@ class ChatServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
-                                        "body": body})
+                server.requests.append(
+                    {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+                )
                 if len(server.requests) <= server.fail_first:
                     self._send(500, {"error": {"message": "boom", "type": "server_error"}})
                     return
@@ -44,12 +45,23 @@ class ChatServer:
                 else:
                     text = content.rsplit("Instruction: ", 1)[1]
                     answer = server.rewrite(text[0].upper() + text[1:].rstrip(".") + ".")
-                self._send(200, {"id": "c1", "object": "chat.completion", "created": 0,
-                                 "model": body["model"],
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": answer}}],
-                                 "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                           "total_tokens": 2}})
+                self._send(
+                    200,
+                    {
+                        "id": "c1",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": answer},
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
 
             def _send(self, status: int, payload: dict) -> None:
                 raw = json.dumps(payload).encode()
@@ -77,8 +89,16 @@ def client_for(tmp_path, monkeypatch):
     monkeypatch.setenv("MRSEG_TEST_KEY", KEY)
 
     def make(server: ChatServer, **kw) -> GptClient:
-        return GptClient(GptConfig(model="gpt-4-test", base_url=server.url, backoff_s=0.01,
-                                   api_key_env="MRSEG_TEST_KEY", cache_dir=tmp_path / "cache", **kw))
+        return GptClient(
+            GptConfig(
+                model="gpt-4-test",
+                base_url=server.url,
+                backoff_s=0.01,
+                api_key_env="MRSEG_TEST_KEY",
+                cache_dir=tmp_path / "cache",
+                **kw,
+            )
+        )
 
     return make
 
@@ -103,8 +123,10 @@ def test_grammar_two_passes_retry_and_cache(client_for, caplog):
 def test_dry_run_counts_without_sending(client_for):
     with ChatServer() as server:
         dry = client_for(server, dry_run=True)
-        assert correct_grammar("the dog below <the output of round 2>", dry) == \
-            "the dog below <the output of round 2>"
+        assert (
+            correct_grammar("the dog below <the output of round 2>", dry)
+            == "the dog below <the output of round 2>"
+        )
         assert dry.planned == 2 and not server.requests
 
 

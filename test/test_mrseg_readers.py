@@ -55,8 +55,11 @@ def test_refer_splits_and_sentences(data):
         referred = {r["ann_id"]: r for r in refs if r["split"] == split}
         for e in entries:
             for inst in e.instances:
-                sents = [s["sent"] for s in referred[inst.ann_id]["sentences"]] \
-                    if inst.ann_id in referred else []
+                sents = (
+                    [s["sent"] for s in referred[inst.ann_id]["sentences"]]
+                    if inst.ann_id in referred
+                    else []
+                )
                 assert inst.captions == sents
 
 
@@ -93,8 +96,11 @@ def _corrupt_record(source: str, root: Path) -> Path:
         path.write_bytes(pickle.dumps(refs))
         return path
     if source in ("lvis", "paco_lvis", "attributes_coco"):
-        name = {"lvis": "lvis_v1_train.json", "paco_lvis": "paco_lvis_v1_train.json",
-                "attributes_coco": "annotations/instances_train2017.json"}[source]
+        name = {
+            "lvis": "lvis_v1_train.json",
+            "paco_lvis": "paco_lvis_v1_train.json",
+            "attributes_coco": "annotations/instances_train2017.json",
+        }[source]
         path = root / name
         data = json.loads(path.read_text())
         data["annotations"][0]["bbox"] = [1, 2, 0, 5]
@@ -131,12 +137,19 @@ def _corrupt_record(source: str, root: Path) -> Path:
     return path
 
 
-TRUNCATE = {"refcoco": "refs(unc).p", "refcocog": "instances.json", "mrseg_hard": "refs(unc).p",
-            "lvis": "lvis_v1_train.json", "paco_lvis": "paco_lvis_v1_train.json",
-            "visual_genome": "relationships.json", "pascal_part": "labels/training/2008_000000.tif",
-            "ade20k": "annotations/training/000000000000.png",
-            "cocostuff": "stuffthingmaps_trainval2017/train2017/000000000001.png",
-            "reasonseg": "train/img1.json", "attributes_coco": "annotations/instances_train2017.json"}
+TRUNCATE = {
+    "refcoco": "refs(unc).p",
+    "refcocog": "instances.json",
+    "mrseg_hard": "refs(unc).p",
+    "lvis": "lvis_v1_train.json",
+    "paco_lvis": "paco_lvis_v1_train.json",
+    "visual_genome": "relationships.json",
+    "pascal_part": "labels/training/2008_000000.tif",
+    "ade20k": "annotations/training/000000000000.png",
+    "cocostuff": "stuffthingmaps_trainval2017/train2017/000000000001.png",
+    "reasonseg": "train/img1.json",
+    "attributes_coco": "annotations/instances_train2017.json",
+}
 
 
 @pytest.mark.parametrize("source", sorted(TRUNCATE))

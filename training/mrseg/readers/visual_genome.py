@@ -25,9 +25,11 @@ from ..entries import (
 )
 
 
-def _object(obj: Any, path: Path, where: str) -> Instance:
+def _object(obj: Any, path: Path, where: str, known: dict[Any, list]) -> Instance:
+    """A relationship end; its name falls back to ``objects.json`` (``known``)."""
     require(obj, ("object_id", "x", "y", "w", "h"), path, where)
     names = obj.get("names") or ([obj["name"]] if obj.get("name") else [])
+    names = names or known.get(obj["object_id"], [])
     if not names or not all(isinstance(n, str) for n in names):
         raise SourceError(path, "object has no name", where)
     x, y, w, h = (obj[k] for k in ("x", "y", "w", "h"))
@@ -68,6 +70,7 @@ def read_visual_genome(root: Path, split: str, bad: BadRecords) -> list[ImageEnt
             source_file=str(root / "relationships.json"),
         )
     objects_path = root / "objects.json"
+    known: dict[Any, list] = {}
     for i, item in enumerate(_list_file(objects_path)):
         try:
             require(item, ("image_id", "objects"), objects_path, f"[{i}]")
@@ -75,6 +78,11 @@ def read_visual_genome(root: Path, split: str, bad: BadRecords) -> list[ImageEnt
                 raise SourceError(
                     objects_path, f"image_id {item['image_id']} not in image_data.json", f"[{i}]"
                 )
+            known.update(
+                (o["object_id"], o.get("names") or [])
+                for o in item["objects"]
+                if isinstance(o, dict) and "object_id" in o
+            )
         except SourceError as exc:
             bad.report(exc)
     rel_path = root / "relationships.json"
@@ -94,7 +102,9 @@ def read_visual_genome(root: Path, split: str, bad: BadRecords) -> list[ImageEnt
             where = f"[{i}].relationships[{j}]"
             try:
                 require(rel, ("relationship_id", "predicate", "subject", "object"), rel_path, where)
-                ends = [_object(rel[k], rel_path, f"{where}.{k}") for k in ("subject", "object")]
+                ends = [
+                    _object(rel[k], rel_path, f"{where}.{k}", known) for k in ("subject", "object")
+                ]
                 if not str(rel["predicate"]).strip():
                     raise SourceError(rel_path, "empty predicate", where)
             except SourceError as exc:
