@@ -12,6 +12,12 @@ from segllm_training.mrseg.cli import main
 from segllm_training.mrseg.schema import read_conversations
 
 
+def build_args(source, root, split, out, *extra) -> list[str]:
+    """``build`` arguments; extras may be paths."""
+    return ["build", "--source", source, "--root", str(root), "--split", split, "--out", str(out),
+            *map(str, extra)]
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_all(tmp_path_factory.mktemp("mrseg"))
@@ -23,26 +29,8 @@ def test_build_every_source_then_stats(data, tmp_path, capsys):
     files = []
     for source, folder in sorted(SOURCE_DIRS.items()):
         out = tmp_path / f"{source}.jsonl"
-        assert (
-            main(
-                [
-                    "build",
-                    "--source",
-                    source,
-                    "--root",
-                    str(data / folder),
-                    "--split",
-                    "train",
-                    "--out",
-                    str(out),
-                    "--workers",
-                    "2",
-                    "--config",
-                    str(config),
-                ]
-            )
-            == 0
-        )
+        args = build_args(source, data / folder, "train", out, "--workers", "2", "--config", config)
+        assert main(args) == 0
         assert read_conversations(out)
         files.append(str(out))
     capsys.readouterr()
@@ -62,25 +50,7 @@ def test_build_every_source_then_stats(data, tmp_path, capsys):
 
 def test_limit_and_seed(data, tmp_path, capsys):
     out = tmp_path / "lvis.jsonl"
-    assert (
-        main(
-            [
-                "build",
-                "--source",
-                "lvis",
-                "--root",
-                str(data / "lvis"),
-                "--split",
-                "val",
-                "--out",
-                str(out),
-                "--limit",
-                "2",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(build_args("lvis", data / "lvis", "val", out, "--limit", "2", "--no-progress")) == 0
     assert "from 2 images" in capsys.readouterr().out
     assert {r.split for r in read_conversations(out)} <= {"val"}
 
@@ -91,59 +61,20 @@ def test_bad_input_exits_2_naming_file_and_record(data, tmp_path, capsys):
     doc = json.loads((data / "lvis" / "lvis_v1_train.json").read_text())
     doc["annotations"][3]["category_id"] = 999
     (bad / "lvis_v1_train.json").write_text(json.dumps(doc))
-    args = [
-        "build",
-        "--source",
-        "lvis",
-        "--root",
-        str(bad),
-        "--split",
-        "train",
-        "--out",
-        str(tmp_path / "o.jsonl"),
-        "--no-progress",
-    ]
+    args = build_args("lvis", bad, "train", tmp_path / "o.jsonl", "--no-progress")
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "lvis_v1_train.json [annotations[3] id=" in err and "unknown category_id 999" in err
     assert main([*args, "--skip-bad"]) == 0
     captured = capsys.readouterr()
     assert "skipped:" in captured.err and "(1 skipped)" in captured.out
-    assert (
-        main(
-            [
-                "build",
-                "--source",
-                "lvis",
-                "--root",
-                str(tmp_path / "none"),
-                "--split",
-                "train",
-                "--out",
-                str(tmp_path / "o.jsonl"),
-            ]
-        )
-        == 2
-    )
+    assert main(build_args("lvis", tmp_path / "none", "train", tmp_path / "o.jsonl")) == 2
     assert "file not found" in capsys.readouterr().err
 
 
 def test_stats_reports_broken_lines(data, tmp_path, capsys):
     out = tmp_path / "a.jsonl"
-    main(
-        [
-            "build",
-            "--source",
-            "reasonseg",
-            "--root",
-            str(data / "reasonseg"),
-            "--split",
-            "val",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    main(build_args("reasonseg", data / "reasonseg", "val", out, "--no-progress"))
     with out.open("a") as f:
         f.write('{"id": "broken"\n')
     capsys.readouterr()
