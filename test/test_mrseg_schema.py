@@ -24,11 +24,23 @@ def _record(cid: str = "c0", refs: list[int] | None = None) -> ConversationRecor
     a[1:3, 2:5] = True
     b = np.zeros((6, 8), bool)
     b[4:6, 0:2] = True
-    return ConversationRecord(cid, "refcoco", "train", "img/0.jpg", 6, 8, [
-        RoundRecord("the cup", encode_mask(a), caption="cup", annotation_id=7),
-        RoundRecord("the plate below <the output of round 1>", encode_mask(b),
-                    ref_rounds=refs if refs is not None else [1], caption="plate"),
-    ])
+    return ConversationRecord(
+        cid,
+        "refcoco",
+        "train",
+        "img/0.jpg",
+        6,
+        8,
+        [
+            RoundRecord("the cup", encode_mask(a), caption="cup", annotation_id=7),
+            RoundRecord(
+                "the plate below <the output of round 1>",
+                encode_mask(b),
+                ref_rounds=refs if refs is not None else [1],
+                caption="plate",
+            ),
+        ],
+    )
 
 
 def test_mask_rle_round_trip_and_uncompressed_counts():
@@ -36,8 +48,10 @@ def test_mask_rle_round_trip_and_uncompressed_counts():
     assert (decode_mask(encode_mask(mask)) == mask).all()
     json.dumps(encode_mask(mask))  # JSON-safe
     # an uncompressed RLE as COCO writes for crowd regions: column-major runs
-    assert decode_mask({"size": [2, 2], "counts": [1, 2, 1]}).tolist() == [[False, True],
-                                                                          [True, False]]
+    assert decode_mask({"size": [2, 2], "counts": [1, 2, 1]}).tolist() == [
+        [False, True],
+        [True, False],
+    ]
 
 
 def test_file_round_trip(tmp_path):

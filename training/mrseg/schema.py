@@ -17,8 +17,11 @@ Fields of a round: ``query`` (the user text, references written in it), ``ref_ro
 (1-based earlier rounds it refers to; always earlier than the round itself), ``mask`` (the
 target, RLE at the image's size), ``caption`` (a short description of the target: how later
 rounds may name it, and what LISA's Approach 2 substitutes for reference tokens),
-``annotation_id`` (the source annotation, for provenance; null for derived masks) and
-``answer`` (null = the model's standard segmentation answer).
+``annotation_id`` (the source annotation, for provenance; null for derived masks),
+``answer`` (null = the model's standard segmentation answer) and ``input_mask`` (optional,
+null when absent: a mask the *user* supplies with the query, RLE like ``mask``; the query marks
+where its encoding goes with :data:`INPUT_MASK_TOKEN`. MRSeg-hard uses it: "[encode X] segment
+the other <class>" is a single round whose input is X and whose target is the other instance).
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+INPUT_MASK_TOKEN = "<input mask>"
+"""Placeholder in a query for the encoding of the round's ``input_mask``."""
 
 
 class RecordError(ValueError):
@@ -60,6 +66,7 @@ class RoundRecord:
     caption: str = ""
     annotation_id: int | str | None = None
     answer: str | None = None
+    input_mask: dict | None = None
 
 
 @dataclass
@@ -88,6 +95,11 @@ class ConversationRecord:
             if list(rnd.mask.get("size", [])) != [self.height, self.width]:
                 raise ValueError(f"conversation {self.id!r} round {i}: mask size "
                                  f"{rnd.mask.get('size')} != image {[self.height, self.width]}")
+            if rnd.input_mask is not None and (
+                    list(rnd.input_mask.get("size", [])) != [self.height, self.width]
+                    or INPUT_MASK_TOKEN not in rnd.query):
+                raise ValueError(f"conversation {self.id!r} round {i}: input_mask needs the "
+                                 f"image size and {INPUT_MASK_TOKEN!r} in the query")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

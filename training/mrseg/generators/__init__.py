@@ -1,0 +1,1 @@
+"""Generators: one module per conversation family of the SegLLM appendix."""

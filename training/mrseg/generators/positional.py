@@ -1,0 +1,90 @@
+"""Positional conversations (RefCOCO/+/g, LVIS).
+
+Rules (SegLLM appendix): 2-18 annotations of one image, one round each, in random order.
+Round 1 queries its object directly; every later round queries its object itself with
+probability ``self_query_prob`` (1/3), otherwise relates it to a random earlier round's output:
+"the <class> <relation> <name of round k>", the relation from
+:func:`segllm_training.relations.positional_relation` on the two boxes (with
+``same_instance_prob`` the round re-targets round k's own object: "the same as").
+RefCOCO rounds use the refs' expressions as captions, and only referred objects are targets.
+LVIS uses only classes with one or two instances in the image that are not COCO classes; with
+two, a location word ("on the left", "at the top") tells them apart.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from ...relations import positional_relation
+from ..config import BuildConfig
+from ..entries import ImageEntry, Instance
+from ..readers.coco import COCO_CLASSES
+from ..schema import ConversationRecord, RoundRecord
+from .common import Target, definite, record, ref_name, round_for, targets
+
+
+def _location_captions(pair: list[Instance]) -> list[str]:
+    """Captions for two same-class instances, along the axis their centres differ most."""
+    (a, b) = pair
+    cx = [(i.bbox[0] + i.bbox[2]) / 2 for i in pair]
+    cy = [(i.bbox[1] + i.bbox[3]) / 2 for i in pair]
+    if abs(cx[0] - cx[1]) >= abs(cy[0] - cy[1]):
+        words = (
+            ("on the left", "on the right") if cx[0] <= cx[1] else ("on the right", "on the left")
+        )
+    else:
+        words = (
+            ("at the top", "at the bottom") if cy[0] <= cy[1] else ("at the bottom", "at the top")
+        )
+    return [f"{a.category} {words[0]}", f"{b.category} {words[1]}"]
+
+
+def lvis_candidates(entry: ImageEntry) -> set:
+    """Annotation ids LVIS may use; sets the location captions of the two-instance classes."""
+    by_class: dict[str, list[Instance]] = defaultdict(list)
+    for inst in entry.instances:
+        by_class[inst.category].append(inst)
+    keep = set()
+    for name, insts in by_class.items():
+        if name.replace(" ", "_") in COCO_CLASSES or len(insts) > 2:
+            continue
+        if len(insts) == 2:
+            for inst, caption in zip(insts, _location_captions(insts), strict=True):
+                inst.captions = [caption]
+        keep.update(i.ann_id for i in insts)
+    return keep
+
+
+def positional(
+    entry: ImageEntry, rng: np.random.Generator, cfg: BuildConfig, source: str
+) -> list[ConversationRecord]:
+    if source == "lvis":
+        allowed = lvis_candidates(entry)
+        cands = targets(entry, cfg, lambda i: i.ann_id in allowed)
+    else:
+        cands = targets(entry, cfg, lambda i: bool(i.captions))
+    if len(cands) < cfg.positional_min:
+        return []
+    n = int(rng.integers(cfg.positional_min, min(cfg.positional_max, len(cands)) + 1))
+    chosen: list[Target] = [cands[int(i)] for i in rng.permutation(len(cands))[:n]]
+    rounds: list[RoundRecord] = []
+    captions: list[str] = []
+    for t, target in enumerate(chosen):
+        caption = target.inst.caption(rng)
+        if t == 0 or rng.random() < cfg.self_query_prob:
+            rounds.append(round_for(target, definite(caption), caption))
+        else:
+            k = int(rng.integers(1, t + 1))
+            same = rng.random() < cfg.same_instance_prob
+            if same:
+                target, caption = chosen[k - 1], captions[k - 1]
+            relation = positional_relation(target.box, chosen[k - 1].box, same_instance=same)
+            query = (
+                f"the {target.inst.category} {relation} {ref_name(k, captions[k - 1], rng, cfg)}"
+            )
+            rounds.append(round_for(target, query, caption, [k]))
+        chosen[t] = target
+        captions.append(caption)
+    return [record(source, entry, 0, rounds)]

@@ -1,0 +1,1 @@
+"""Readers: one module per real annotation format, each returning validated ``ImageEntry``s."""
