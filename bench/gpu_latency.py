@@ -1,0 +1,333 @@
+"""Real-size SegLLM latency on one GPU, against what the hardware allows.
+
+    python bench/gpu_latency.py [--config config/models/segllm_7b_sam_vit_h.yaml] [--out DIR]
+    python bench/gpu_latency.py --tiny --device cpu      # the same code on a toy model
+
+Builds the real architecture from its config with random weights (7B LLaMA, CLIP ViT-L/14,
+SAM ViT-H, bf16) directly on the GPU, then measures, in one process:
+
+* the floors: one read of the LLM's weights per round at the copy bandwidth measured here,
+  and the SAM ViT-H encoder's FLOPs (counted by ``torch.utils.flop_counter``) at the bf16
+  matrix-product rate measured here;
+* the engine as the node runs it: round 1 on a new frame (CLIP + SAM encoders + LLM prefill
+  + mask) and later rounds on the same frame (KV cache, only the new turn is fed);
+* the stages on their own, eager, then with ``torch.compile`` and with CUDA graphs: the SAM
+  encoder (captured in a graph on a static input) and the later-round LLM step (a static KV
+  cache compiled with ``mode="reduce-overhead"``, which replays CUDA graphs).
+
+Every section is timed after warm-up with ``torch.cuda.synchronize`` around it; medians are
+reported. A section that fails records its error and the rest still runs. The JSON goes to
+``--out`` (default ``$OUT`` when set, else ``bench/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import ROOT, run_conversation, script_conversation  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from transformers import DynamicCache, StaticCache  # noqa: E402
+
+from segllm_ros.engine.conversation import Frame  # noqa: E402
+from segllm_ros.engine.engine import EngineConfig, SegLLMEngine  # noqa: E402
+from segllm_ros.model.config import SegLLMConfig  # noqa: E402
+from segllm_ros.model.segllm import SegLLMModel  # noqa: E402
+from segllm_ros.model.tokenizer import WORD_PATTERN, build_word_tokenizer  # noqa: E402
+
+NAMES = ["red mug", "blue bowl", "green bottle", "white plate", "black phone", "yellow cup"]
+DEFAULT_CONFIG = ROOT / "config" / "models" / "segllm_7b_sam_vit_h.yaml"
+TINY = {  # same structure, toy sizes: checks the script on a CPU
+    "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+               "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
+    "llm": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 4},
+    "sam": {"image_size": 64, "encoder_embed_dim": 32, "encoder_depth": 2,
+            "encoder_num_heads": 2, "encoder_global_attn_indexes": [1],
+            "encoder_window_size": 2, "prompt_embed_dim": 32, "decoder_mlp_dim": 64,
+            "decoder_num_heads": 2, "iou_head_hidden_dim": 32},
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2
+            ) -> dict[str, float]:
+    """Median/min wall ms of ``fn`` with the device synchronised around each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "n": repeats}
+
+
+# ------------------------------------------------------------------------------- floors
+def hardware_rates(device: torch.device, tiny: bool) -> dict[str, float]:
+    """Copy bandwidth (bytes read + written per second) and bf16 matmul FLOP/s, here."""
+    n = (1 << 20) if tiny else (1 << 30)
+    src = torch.empty(n, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    copy = time_ms(lambda: dst.copy_(src), device, repeats=10)
+    k = 256 if tiny else 8192
+    a = torch.randn(k, k, device=device, dtype=torch.bfloat16)
+    b = torch.randn(k, k, device=device, dtype=torch.bfloat16)
+    mm = time_ms(lambda: a @ b, device, repeats=10)
+    return {"copy_bytes_per_s": 2 * n / (copy["median_ms"] / 1e3),
+            "bf16_flop_per_s": 2 * k**3 / (mm["median_ms"] / 1e3)}
+
+
+def floors(model: SegLLMModel, rates: dict[str, float]) -> dict[str, Any]:
+    llm_bytes = sum(p.numel() * p.element_size() for p in model.llm.parameters())
+    size = model.config.sam.image_size
+    x = torch.zeros(1, 3, size, size, device=model.box_encoder.weight.device, dtype=model.dtype)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.sam.image_encoder(x)
+    sam_flops = counter.get_total_flops()
+    # A read is half a copy's traffic: one weight read per round at the measured rate.
+    return {"llm_weight_bytes": llm_bytes,
+            "llm_weight_read_ms": llm_bytes / rates["copy_bytes_per_s"] * 1e3,
+            "sam_encoder_flops": sam_flops,
+            "sam_encoder_compute_ms": sam_flops / rates["bf16_flop_per_s"] * 1e3}
+
+
+# -------------------------------------------------------------------------------- model
+def build_model(config_path: Path, device: torch.device, tiny: bool) -> SegLLMModel:
+    """Random weights, built on the device (a 7B model initialised on a CPU takes minutes)."""
+    config = SegLLMConfig.load(config_path)
+    if tiny:
+        data = config.to_dict()
+        for key, value in TINY.items():
+            data[key] = {**data[key], **value}
+        config = SegLLMConfig.from_dict(data)
+    words = [w for name in NAMES for w in name.split()] + list(script_words(config))
+    tokenizer = build_word_tokenizer(words)
+    with torch.device(device):
+        model = SegLLMModel(config, tokenizer)
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    return model.to_precision(dtype).eval()
+
+
+def script_words(config: SegLLMConfig) -> list[str]:
+    text = " ".join([config.system_prompt, "USER: ASSISTANT:", config.seg_answer] +
+                    [t.query for t in script_conversation(NAMES, 8)])
+    return [w for w in re.findall(WORD_PATTERN, text) if not w.startswith("<")]
+
+
+def camera_frame(index: int, seed: int = 0) -> Frame:
+    image = np.random.default_rng(seed + index).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    return Frame.create(image, index, "camera")
+
+
+# ------------------------------------------------------------------------------ sections
+def engine_rounds(model: SegLLMModel, conversations: int, rounds: int) -> dict[str, Any]:
+    """Rounds as the node runs them: every conversation starts on a new frame."""
+    engine = SegLLMEngine(model, EngineConfig(mask_threshold=float("-inf")))
+    turns = script_conversation(NAMES, rounds)
+    run_conversation(engine, "warmup", camera_frame(0), turns)
+    first, later = [], []
+    stages: dict[str, list[float]] = {}
+    for c in range(1, conversations + 1):
+        timed = run_conversation(engine, f"c{c}", camera_frame(c), turns)
+        first.append(timed[0][0])
+        later += [ms for ms, _ in timed[1:]]
+        for _, result in timed:
+            for k, v in result.timings_ms.items():
+                stages.setdefault(f"round{1 if result.round_index == 1 else 'N'}_{k}", []).append(v)
+    return {"round1_ms": statistics.median(first), "later_round_ms": statistics.median(later),
+            "stage_medians_ms": {k: statistics.median(v) for k, v in sorted(stages.items())},
+            "conversations": conversations, "rounds": rounds}
+
+
+def llm_step_inputs(model: SegLLMModel, prefix: int, new: int):
+    hidden = model.llm.get_input_embeddings().embedding_dim
+    device = model.box_encoder.weight.device
+    gen = torch.Generator(device=device).manual_seed(0)
+    embeds = torch.randn(1, prefix + new, hidden, device=device, dtype=model.dtype,
+                         generator=gen) * 0.02
+    return embeds[:, :prefix], embeds[:, prefix:]
+
+
+def llm_step_eager(model: SegLLMModel, prefix: int, new: int, repeats: int) -> dict[str, float]:
+    """A later round's LLM work: ``new`` tokens on a ``prefix``-token DynamicCache."""
+    decoder = model.llm.get_decoder()
+    past, step = llm_step_inputs(model, prefix, new)
+    cache = DynamicCache()
+    with torch.inference_mode():
+        decoder(inputs_embeds=past, **{model.cache_kwarg: cache}, use_cache=True)
+
+        def run() -> None:
+            decoder(inputs_embeds=step, **{model.cache_kwarg: cache}, use_cache=True)
+            cache.crop(prefix)
+
+        return time_ms(run, model.box_encoder.weight.device, repeats)
+
+
+def llm_step_static_graph(model: SegLLMModel, prefix: int, new: int, repeats: int
+                          ) -> dict[str, float]:
+    """The same step on a static KV cache, compiled with ``mode="reduce-overhead"`` (CUDA
+    graphs): what a fixed-shape round costs without Python and launch overhead. Returns the
+    largest difference from the eager step's hidden states beside the timing."""
+    decoder = model.llm.get_decoder()
+    device = model.box_encoder.weight.device
+    past, step = llm_step_inputs(model, prefix, new)
+    cache = StaticCache(config=model.llm.config, max_cache_len=prefix + new)
+    pos_past = torch.arange(prefix, device=device)[None]
+    pos_step = torch.arange(prefix, prefix + new, device=device)[None]
+
+    def forward(embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return decoder(inputs_embeds=embeds, position_ids=positions, use_cache=True,
+                       **{model.cache_kwarg: cache}).last_hidden_state
+
+    compiled = torch.compile(forward, mode="reduce-overhead", fullgraph=False)
+    with torch.inference_mode():
+        forward(past, pos_past)
+        eager = forward(step, pos_step).clone()
+        t0 = time.perf_counter()
+        out = compiled(step, pos_step).clone()  # writes the same slots again: same result
+        sync(device)
+        compile_s = time.perf_counter() - t0
+        result = time_ms(lambda: compiled(step, pos_step), device, repeats, warmup=3)
+    return {**result, "compile_s": compile_s,
+            "max_abs_diff_vs_eager": float((out.float() - eager.float()).abs().max())}
+
+
+def sam_encoder(model: SegLLMModel, repeats: int, variant: str) -> dict[str, float]:
+    """SAM image encoder on one frame: eager, ``torch.compile`` or a captured CUDA graph."""
+    size = model.config.sam.image_size
+    device = model.box_encoder.weight.device
+    x = torch.randn(1, 3, size, size, device=device, dtype=model.dtype)
+    encoder = model.sam.image_encoder
+    extra: dict[str, float] = {}
+    with torch.inference_mode():
+        if variant == "eager":
+            fn: Callable[[], Any] = lambda: encoder(x)  # noqa: E731
+        elif variant == "compile":
+            compiled = torch.compile(encoder)
+            t0 = time.perf_counter()
+            compiled(x)
+            sync(device)
+            extra["compile_s"] = time.perf_counter() - t0
+            fn = lambda: compiled(x)  # noqa: E731
+        elif variant == "cuda_graph":
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    encoder(x)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                encoder(x)
+            fn = graph.replay
+        else:
+            raise ValueError(variant)
+        return {**time_ms(fn, device, repeats), **extra}
+
+
+def section(report: dict[str, Any], name: str, out: Path, fn: Callable[[], Any]) -> None:
+    """Run one measurement; record its result or its error, and save the report so far."""
+    t0 = time.perf_counter()
+    try:
+        report[name] = fn()
+    except Exception as exc:  # noqa: BLE001 - a failed section must not lose the others
+        report[name] = {"error": f"{type(exc).__name__}: {exc}",
+                        "trace": traceback.format_exc(limit=4)}
+    report.setdefault("section_s", {})[name] = round(time.perf_counter() - t0, 2)
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"[{name}] {json.dumps(report[name], default=str)[:400]}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="toy sizes (checks the script)")
+    parser.add_argument("--out", type=Path,
+                        default=Path(os.environ.get("OUT", ROOT / "bench" / "results")))
+    parser.add_argument("--conversations", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--prefix", type=int, default=400, help="KV-cache length of a later round")
+    parser.add_argument("--new-tokens", type=int, default=24, help="tokens a later round feeds")
+    parser.add_argument("--skip", nargs="*", default=[], help="section names to skip")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / ("gpu_latency_tiny.json" if args.tiny else "gpu_latency.json")
+    report: dict[str, Any] = {"config": str(args.config), "tiny": args.tiny,
+                              "torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        report["gpu"] = {"name": props.name, "memory_gib": props.total_memory / 2**30,
+                         "capability": f"{props.major}.{props.minor}"}
+    t0 = time.perf_counter()
+    model = build_model(args.config, device, args.tiny)
+    report["build_s"] = time.perf_counter() - t0
+    report["params"] = {name: sum(p.numel() for p in part.parameters()) for name, part in
+                        [("llm", model.llm), ("vision", model.vision_tower), ("sam", model.sam),
+                         ("total", model)]}
+    plan: list[tuple[str, Callable[[], Any]]] = [
+        ("floors", lambda: floors(model, hardware_rates(device, args.tiny))),
+        ("engine_eager", lambda: engine_rounds(model, args.conversations, 8)),
+        ("llm_step_eager", lambda: llm_step_eager(model, args.prefix, args.new_tokens,
+                                                  args.repeats)),
+        ("sam_encoder_eager", lambda: sam_encoder(model, args.repeats, "eager")),
+        ("sam_encoder_cuda_graph", lambda: sam_encoder(model, args.repeats, "cuda_graph")),
+        ("llm_step_static_cuda_graph", lambda: llm_step_static_graph(
+            model, args.prefix, args.new_tokens, args.repeats)),
+        ("sam_encoder_compile", lambda: sam_encoder(model, args.repeats, "compile")),
+    ]
+    for name, fn in plan:
+        if name in args.skip or (device.type != "cuda" and "cuda_graph" in name
+                                 and name.startswith("sam")):
+            continue
+        section(report, name, out, fn)
+    if device.type == "cuda":
+        report["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(json.dumps(summary(report), indent=2))
+    return report
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers: measured vs floor, as ratios."""
+    f, e = report.get("floors", {}), report.get("engine_eager", {})
+    out: dict[str, Any] = {}
+    if "llm_weight_read_ms" in f and "median_ms" in report.get("llm_step_eager", {}):
+        out["llm_step_eager_vs_floor"] = (report["llm_step_eager"]["median_ms"]
+                                          / f["llm_weight_read_ms"])
+    graph = report.get("llm_step_static_cuda_graph", {})
+    if "llm_weight_read_ms" in f and "median_ms" in graph:
+        out["llm_step_graph_vs_floor"] = graph["median_ms"] / f["llm_weight_read_ms"]
+    for variant in ("eager", "cuda_graph", "compile"):
+        sam = report.get(f"sam_encoder_{variant}", {})
+        if "sam_encoder_compute_ms" in f and "median_ms" in sam:
+            out[f"sam_encoder_{variant}_vs_floor"] = sam["median_ms"] / f["sam_encoder_compute_ms"]
+    if "round1_ms" in e:
+        out["engine_round1_ms"] = e["round1_ms"]
+        out["engine_later_round_ms"] = e["later_round_ms"]
+    return out
+
+
+if __name__ == "__main__":
+    main()
