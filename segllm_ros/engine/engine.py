@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -304,17 +305,40 @@ class SegLLMEngine:
 
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+"""Torch precisions; ONNX Runtime runs the export's precision (fp32), TensorRT builds fp32,
+fp16 or int8 engines (``segllm_ros.runtime.tensorrt.TRT_PRECISIONS``)."""
 
 
-def load_engine(model_path: str, device: str = "cpu", backend: str = "torch",
-                precision: str = "fp32", **config: Any) -> SegLLMEngine:
-    """The engine for a checkpoint folder; ``backend`` selects the runtime."""
-    if backend != "torch":
-        raise ValueError(f"backend {backend!r} is not available in this build; use 'torch'")
+def load_runtime(model_path: str, device: str = "cpu", backend: str = "torch",
+                 precision: str = "fp32", engine_dir: str = "") -> Runtime:
+    """The runtime for a checkpoint folder. ``engine_dir`` holds the ONNX export (default
+    ``<model_path>/onnx``) and, under ``engines/``, the TensorRT engine cache. Every file is
+    checked here, at configure time, never at the first frame."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    onnx_dir = engine_dir or str(Path(model_path) / "onnx")
+    if backend == "onnxruntime":
+        from segllm_ros.runtime.onnxruntime import load_onnxruntime
+
+        runtime = load_onnxruntime(model_path, onnx_dir, device)
+        if precision != runtime.manifest.precision:
+            raise ValueError(f"{onnx_dir} holds {runtime.manifest.precision} graphs; "
+                             f"precision {precision!r} needs another export")
+        return runtime
+    if backend == "tensorrt":
+        from segllm_ros.runtime.tensorrt import load_tensorrt
+
+        return load_tensorrt(model_path, onnx_dir, precision, device)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     model = SegLLMModel.from_pretrained(model_path, device=device)
-    model.to_precision(PRECISIONS[precision])
+    return TorchRuntime(model.to_precision(PRECISIONS[precision]))
+
+
+def load_engine(model_path: str, device: str = "cpu", backend: str = "torch",
+                precision: str = "fp32", engine_dir: str = "", **config: Any) -> SegLLMEngine:
+    """The engine for a checkpoint folder; ``backend`` selects the runtime."""
+    runtime = load_runtime(model_path, device, backend, precision, engine_dir)
     store_keys = {"max_conversations", "max_rounds", "ttl_s"}
     store = ConversationStore(**{k: config.pop(k) for k in list(config) if k in store_keys})
-    return SegLLMEngine(model, EngineConfig(**config), store)
+    return SegLLMEngine(runtime, EngineConfig(**config), store)

@@ -64,7 +64,8 @@ class SegLLMNode(LifecycleNode):
         self.params = p
         try:
             engine = load_engine(p.model_path or str(default_model_path()), device=p.device,
-                                 backend=p.backend, precision=p.precision, mode=p.mode,
+                                 backend=p.backend, precision=p.precision,
+                                 engine_dir=p.engine_dir, mode=p.mode,
                                  generate_text=p.generate_text,
                                  mask_threshold=p.mask_threshold,
                                  max_conversations=p.max_conversations,
@@ -82,7 +83,7 @@ class SegLLMNode(LifecycleNode):
             max_image_pixels=p.max_image_pixels, state_dir=p.state_dir),
             now_ns=lambda: self.get_clock().now().nanoseconds)
         self._create_interfaces(p)
-        self.get_logger().info(f"configured: model {engine.model.config.llm.get('model_type')} "
+        self.get_logger().info(f"configured: model {engine.runtime.config.llm.get('model_type')} "
                                f"({p.backend}, {p.device}, {p.mode})")
         return TransitionCallbackReturn.SUCCESS
 

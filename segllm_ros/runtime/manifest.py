@@ -109,11 +109,12 @@ class Manifest:
         at hand) and every graph file is present and intact."""
         directory = Path(directory)
         fix = export_command(checkpoint or self.checkpoint, directory)
-        if checkpoint is not None and (Path(checkpoint) / CHECKPOINT_FILES[1]).is_file():
-            if checkpoint_sha256(checkpoint) != self.checkpoint_sha256:
-                raise DeploymentError(
-                    f"{directory / MANIFEST_NAME} was exported from another checkpoint "
-                    f"({self.checkpoint}), not {checkpoint}; re-export with `{fix}`")
+        weights = Path(checkpoint or "") / CHECKPOINT_FILES[1]
+        if checkpoint is not None and weights.is_file() \
+                and checkpoint_sha256(checkpoint) != self.checkpoint_sha256:
+            raise DeploymentError(
+                f"{directory / MANIFEST_NAME} was exported from another checkpoint "
+                f"({self.checkpoint}), not {checkpoint}; re-export with `{fix}`")
         for name, spec in self.graphs.items():
             path = directory / spec.file
             if not path.is_file():
