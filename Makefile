@@ -12,7 +12,7 @@ export ROS_DOMAIN_ID ?= $(shell shuf -i 100-199 -n 1)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv install demo test lint bench train-demo clean
+.PHONY: venv install demo test lint bench export-demo train-demo clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -36,8 +36,16 @@ test: install
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Per-round latency (torch, ONNX Runtime), node overhead vs memcpy, memory per conversation.
 bench: install
 	$(VPY) bench/rounds.py --out bench/results
+	$(VPY) bench/rounds.py --backend onnxruntime --out bench/results
+	$(VPY) bench/node_overhead.py --out bench/results
+	$(VPY) bench/memory.py --out bench/results
+
+# ONNX graphs of the bundled demo model (backend:=onnxruntime reads <model>/onnx by default).
+export-demo: install
+	$(VPY) -m segllm_ros.export --out models/demo/onnx
 
 # Reproduces the bundled demo checkpoint (about 45 minutes on 2 CPU cores).
 train-demo: install

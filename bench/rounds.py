@@ -1,6 +1,7 @@
 """Per-round latency of a multi-round conversation: cached KV path vs full recompute.
 
     .venv/bin/python bench/rounds.py [--model DIR] --out bench/results [--repeats 5] [--rounds 8]
+        [--backend torch|onnxruntime] [--engine-dir DIR]
 
 Why: the engine's claim is that a round costs the same at round 8 as at round 2, because the
 LLM's KV cache already holds the conversation and the frame's CLIP/SAM features are kept,
@@ -79,8 +80,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from segllm_ros.engine.conversation import Frame  # noqa: E402
-from segllm_ros.engine.engine import MODES, EngineConfig, RoundResult, SegLLMEngine  # noqa: E402
-from segllm_ros.model.segllm import WEIGHTS_NAME, SegLLMModel  # noqa: E402
+from segllm_ros.engine.engine import (  # noqa: E402
+    MODES,
+    EngineConfig,
+    RoundResult,
+    SegLLMEngine,
+    load_runtime,
+)
+from segllm_ros.model.segllm import WEIGHTS_NAME  # noqa: E402
 from segllm_ros.paths import default_model_path  # noqa: E402
 from segllm_training.relations import ABOVE, BELOW, LEFT, RIGHT  # noqa: E402
 from segllm_training.tabletop import TabletopConfig, generate_scene  # noqa: E402
@@ -298,6 +305,22 @@ def format_table(table: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def bench_runtime(model_path: Path, backend: str, engine_dir: Path | None, out: Path):
+    """The runtime under test; for ONNX Runtime the checkpoint is exported first unless an
+    export is given (an existing matching export in ``<out>/onnx`` is reused)."""
+    if backend == "torch":
+        return load_runtime(str(model_path))
+    from segllm_ros.export import ensure_export
+
+    engine_dir = engine_dir or out / "onnx"
+    ensure_export(model_path, engine_dir)
+    return load_runtime(str(model_path), backend=backend, engine_dir=str(engine_dir))
+
+
+def result_name(backend: str) -> str:
+    return "rounds" if backend == "torch" else f"rounds_{backend}"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None,
@@ -309,6 +332,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="torch intra-op threads (default 1: least noisy on a shared box)")
     parser.add_argument("--seed", type=int, default=0, help="tabletop scene seed")
     parser.add_argument("--log-y", action="store_true", help="log scale on the plot's y axis")
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                        help="runtime measured (results: rounds.json for torch, "
+                             "rounds_<backend>.json otherwise)")
+    parser.add_argument("--engine-dir", type=Path, default=None,
+                        help="ONNX export to run (default: exported into <out>/onnx)")
     args = parser.parse_args(argv)
     if args.rounds < 2:
         parser.error("--rounds must be >= 2 (the ratios compare against round 2)")
@@ -327,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model_path = Path(args.model) if args.model is not None else default_model_path()
     except FileNotFoundError as err:  # the bundled model is produced by `make train-demo`
         raise SystemExit(f"no bundled demo model ({err}); pass --model DIR") from None
-    model = SegLLMModel.from_pretrained(model_path)
+    runtime = bench_runtime(model_path, args.backend, args.engine_dir, args.out)
 
     scene_cfg = TabletopConfig()
     scene = generate_scene(np.random.default_rng(args.seed), scene_cfg)
@@ -336,7 +364,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # Warm-up: first calls pay for lazy initialisation; not part of any statistic.
     for mode in MODES:
-        run_conversation(SegLLMEngine(model, EngineConfig(mode=mode)), f"warmup-{mode}",
+        run_conversation(SegLLMEngine(runtime, EngineConfig(mode=mode)), f"warmup-{mode}",
                          frame, turns)
 
     walls: dict[str, list[list[float]]] = {m: [] for m in MODES}
@@ -347,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for rep in range(args.repeats):
         order = MODES if rep % 2 == 0 else tuple(reversed(MODES))
         for mode in order:
-            engine = SegLLMEngine(model, EngineConfig(mode=mode))
+            engine = SegLLMEngine(runtime, EngineConfig(mode=mode))
             gc.collect()  # a collection from the previous run must not land in this one
             results = run_conversation(engine, f"bench-{mode}-{rep}", frame, turns)
             walls[mode].append([ms for ms, _ in results])
@@ -366,6 +394,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": info,
         "config": {
+            "backend": args.backend,
             "model": model_info(model_path),
             "rounds": args.rounds,
             "repeats": args.repeats,
@@ -398,12 +427,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
     args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / "rounds.json"
+    json_path = args.out / f"{result_name(args.backend)}.json"
     json_path.write_text(json.dumps(report, indent=1))
-    title = (f"SegLLM per-round latency, {args.repeats} repeats, {args.threads} thread(s), "
+    title = (f"SegLLM per-round latency ({args.backend}), {args.repeats} repeats, "
+             f"{args.threads} thread(s), "
              f"{info['cpu_model']}\nmodel {model_path.name}, frame "
              f"{frame.height}x{frame.width}, torch {torch.__version__}")
-    png_path = args.out / "rounds.png"
+    png_path = args.out / f"{result_name(args.backend)}.png"
     plot(table, summary, png_path, args.log_y, title)
 
     print()

@@ -16,17 +16,18 @@ ARGUMENTS = {
     "params_file": (PathJoinSubstitution([FindPackageShare("segllm_ros"), "config",
                                           "segllm.yaml"]), "node parameters (YAML)"),
     "model_path": ("", "SegLLM checkpoint folder; empty = bundled demo model"),
-    "backend": ("torch", "inference runtime"),
+    "backend": ("torch", "inference runtime: torch, onnxruntime or tensorrt"),
+    "engine_dir": ("", "ONNX export folder (engines/ inside); empty = <model_path>/onnx"),
     "device": ("cpu", "torch device, e.g. cuda:0"),
-    "precision": ("fp32", "fp32, fp16 or bf16"),
+    "precision": ("fp32", "torch: fp32/fp16/bf16; onnxruntime: fp32; tensorrt: fp32/fp16/int8"),
     "mode": ("cached", "cached or recompute"),
 }
 
 
 def generate_launch_description() -> LaunchDescription:
     arg = LaunchConfiguration
-    overrides = {name: arg(name) for name in ("model_path", "backend", "device", "precision",
-                                              "mode", "image_transport")}
+    overrides = {name: arg(name) for name in ("model_path", "backend", "engine_dir", "device",
+                                              "precision", "mode", "image_transport")}
     node = Node(
         package="segllm_ros",
         executable="segllm_node",

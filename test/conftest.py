@@ -32,3 +32,16 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 199)))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled demo model exported to ONNX once per test session (about 10 s)."""
+    from segllm_ros.export import export_checkpoint
+
+    out = tmp_path_factory.mktemp("demo_onnx")
+    export_checkpoint(ROOT / "models" / "demo", out)
+    return out

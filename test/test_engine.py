@@ -124,4 +124,4 @@ def test_reset_and_precision(model, conversation, tmp_path):
     result = run(half, conversation, rounds=conversation.rounds[:1])[0]
     assert result.mask.dtype == np.bool_ and result.mask.shape == conversation.scene.image.shape[:2]
     with pytest.raises(ValueError, match="backend"):
-        load_engine(str(DEMO_MODEL), backend="tensorrt")
+        load_engine(str(DEMO_MODEL), backend="openvino")

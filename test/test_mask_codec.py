@@ -9,6 +9,7 @@ import pytest
 
 from segllm_ros.interface.mask_codec import (
     box_to_roi,
+    fill_mask_msg,
     mask_iou,
     mask_to_box,
     mask_to_mono8,
@@ -122,6 +123,15 @@ def test_mono8_values() -> None:
     assert mono.dtype == np.uint8 and mono.shape == mask.shape
     assert set(np.unique(mono).tolist()) == {0, 255}
     np.testing.assert_array_equal(mono == 255, mask)
+
+
+def test_fill_mask_msg_equals_mono8_in_a_ros_message() -> None:
+    from sensor_msgs.msg import Image
+
+    mask = np.random.default_rng(2).random((9, 11)) < 0.4
+    msg = fill_mask_msg(Image(), mask[:, ::-1])  # a strided view is accepted too
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (9, 11, 11, "mono8")
+    assert bytes(msg.data) == mask_to_mono8(mask[:, ::-1]).tobytes()
 
 
 def test_resize_mask_nearest() -> None:

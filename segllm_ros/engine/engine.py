@@ -16,17 +16,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import DynamicCache
 
 from segllm_ros.engine.conversation import Conversation, ConversationStore, Frame, Round
 from segllm_ros.engine.references import resolve_references
 from segllm_ros.model import transforms as T
 from segllm_ros.model.segllm import FrameFeatures, SegLLMModel
 from segllm_ros.model.template import RoundTokens, tokenize_round
+from segllm_ros.runtime.base import BACKENDS, KVCache, Runtime
+from segllm_ros.runtime.torch_runtime import TorchRuntime
 
 MODES = ("cached", "recompute")
 
@@ -69,22 +71,54 @@ class RoundResult:
 class _Runtime:
     """What the engine keeps per conversation between rounds (``Conversation.runtime``)."""
 
-    cache: DynamicCache
+    cache: KVCache
     rounds: int                     # rounds already in the cache
     ref_tokens: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _SegState:
+    """What the LLM hands the mask decoder for one ``<seg>``: its hidden state and the mean
+    input embedding of the round's query (both (1, H))."""
+
+    hidden: torch.Tensor
+    turn_embeds: torch.Tensor
+
+
 class SegLLMEngine:
-    def __init__(self, model: SegLLMModel, config: EngineConfig | None = None,
+    """The conversation logic, written once for every backend (``Runtime``)."""
+
+    def __init__(self, model: SegLLMModel | Runtime, config: EngineConfig | None = None,
                  store: ConversationStore | None = None) -> None:
-        self.model = model.eval()
+        self.runtime = TorchRuntime(model) if isinstance(model, SegLLMModel) else model
         self.config = config or EngineConfig()
         self.store = store or ConversationStore()
         self._features: OrderedDict[str, FrameFeatures] = OrderedDict()
 
     @property
+    def model(self) -> SegLLMModel:
+        """The torch model (torch backend only)."""
+        if not isinstance(self.runtime, TorchRuntime):
+            raise AttributeError(f"the {self.runtime.backend} backend has no torch model")
+        return self.runtime.model
+
+    @property
     def device(self) -> torch.device:
-        return self.model.box_encoder.weight.device
+        return self.runtime.device
+
+    def history_nbytes(self, conversation_id: str) -> dict[str, int]:
+        """Bytes a live conversation keeps between rounds: its recorded history (RLE masks,
+        texts, frames), and the engine's state for it (KV cache, reference tokens)."""
+        conv = self.store.get(conversation_id)
+        sizes = {"history": 0, "kv_cache": 0, "ref_tokens": 0}
+        if conv is None:
+            return sizes
+        sizes["history"] = conv.history_bytes()
+        if isinstance(conv.runtime, _Runtime):
+            sizes["kv_cache"] = self.runtime.cache_nbytes(conv.runtime.cache)
+            sizes["ref_tokens"] = sum(t.numel() * t.element_size()
+                                      for t in conv.runtime.ref_tokens.values())
+        return sizes
 
     # ----------------------------------------------------------------- public
     @torch.inference_mode()
@@ -114,10 +148,10 @@ class SegLLMEngine:
                       else self._frame_features(pinned_frame))
             t1 = time.perf_counter()
             stage("reasoning")
-            answer, prompts = self._run_llm(conv, query, refs, pinned)
+            answer, seg = self._run_llm(conv, query, refs, pinned)
             t2 = time.perf_counter()
             stage("decoding_mask")
-            mask, score = self._decode(conv, prompts, refs, feats)
+            mask, score = self._decode(conv, seg, refs, feats)
             if should_cancel is not None and should_cancel():  # cancel wins until recorded
                 raise RoundCancelled("cancelled before the round was recorded")
         except BaseException:
@@ -146,10 +180,10 @@ class SegLLMEngine:
     # --------------------------------------------------------------- features
     def _frame_features(self, frame: Frame) -> FrameFeatures:
         if self.config.mode == "recompute":
-            return self.model.encode_frame(frame.image)
+            return self.runtime.encode_frame(frame.image)
         feats = self._features.get(frame.key)
         if feats is None:
-            feats = self.model.encode_frame(frame.image)
+            feats = self.runtime.encode_frame(frame.image)
             self._features[frame.key] = feats
             while len(self._features) > self.config.frame_cache_size:
                 self._features.popitem(last=False)
@@ -163,7 +197,7 @@ class SegLLMEngine:
             return runtime.ref_tokens[k]
         image = T.to_tensor(conv.frame_of(k).image).to(self.device)
         mask = torch.from_numpy(conv.round(k).mask()).to(self.device)
-        tokens = self.model.reference_tokens(image, mask[None])
+        tokens = self.runtime.reference_tokens(image, mask[None])
         if self.config.blank_references:
             tokens = torch.zeros_like(tokens)
         if isinstance(runtime, _Runtime):
@@ -173,23 +207,24 @@ class SegLLMEngine:
     # ------------------------------------------------------------------- LLM
     def _round_tokens(self, query: str, answer: str | None, num_refs: int, first: bool
                       ) -> RoundTokens:
-        return tokenize_round(self.model.tokenizer, self.model.config, query, answer, num_refs,
-                              first, self.model.num_image_tokens)
+        rt = self.runtime
+        return tokenize_round(rt.tokenizer, rt.config, query, answer, num_refs, first,
+                              rt.num_image_tokens)
 
     def _feed(self, ids: list[int], refs: list[torch.Tensor], image_tokens: torch.Tensor,
-              cache: DynamicCache) -> tuple[torch.Tensor, torch.Tensor]:
+              cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
         """Run ids through the LLM on top of ``cache``; returns the hidden states and the
         input embeddings of the fed ids, both (L, H)."""
         input_ids = torch.tensor([ids], device=self.device)
         ref = torch.cat(refs) if refs else None
-        embeds = self.model.embed(input_ids, image_tokens, ref)
-        hidden = self.model.llm_hidden(embeds, past_key_values=cache).last_hidden_state
+        embeds = self.runtime.embed(input_ids, image_tokens, ref)
+        hidden = self.runtime.llm(embeds, cache)
         return hidden[0], embeds[0]
 
     def _prefill(self, conv: Conversation, pinned: FrameFeatures) -> _Runtime:
         """A fresh KV cache holding every recorded round (used by recompute, and by the
         cached mode after a restart or a failed round)."""
-        runtime = _Runtime(DynamicCache(), 0)
+        runtime = _Runtime(self.runtime.new_cache(), 0)
         if self.config.mode == "cached":
             conv.runtime = runtime
         ids: list[int] = []
@@ -204,60 +239,60 @@ class SegLLMEngine:
         return runtime
 
     def _run_llm(self, conv: Conversation, query: str, refs: list[int],
-                 pinned: FrameFeatures) -> tuple[str, torch.Tensor | None]:
-        """Feed this round (user turn + answer) and return the answer text and the SAM prompts
-        read from its ``<seg>`` token (None when the answer has none)."""
+                 pinned: FrameFeatures) -> tuple[str, _SegState | None]:
+        """Feed this round (user turn + answer) and return the answer text and the state of
+        its ``<seg>`` token (None when the answer has none)."""
         runtime = conv.runtime
         if (self.config.mode == "recompute" or not isinstance(runtime, _Runtime)
                 or runtime.rounds != conv.num_rounds):
             runtime = self._prefill(conv, pinned)
         first = conv.num_rounds == 0
         ref_tokens = [self._reference_tokens(conv, k) for k in refs]
-        answer = self.model.config.seg_answer
+        answer = self.runtime.config.seg_answer
         if self.config.generate_text:
             answer = self._generate(conv, query, ref_tokens, first, pinned, runtime.cache)
         rt = self._round_tokens(query, answer, len(refs), first)
         hidden, embeds = self._feed(rt.ids, ref_tokens, pinned.image_tokens, runtime.cache)
-        seg = [i for i, t in enumerate(rt.answer_ids) if t == self.model.seg_token_id]
+        seg = [i for i, t in enumerate(rt.answer_ids) if t == self.runtime.seg_token_id]
         if not seg:
             return answer, None
         start, end = rt.query_span
-        return answer, self.model.seg_prompts(hidden[len(rt.user_ids) + seg[0]][None],
-                                              embeds[start:end].mean(0, keepdim=True))
+        return answer, _SegState(hidden[len(rt.user_ids) + seg[0]][None],
+                                 embeds[start:end].mean(0, keepdim=True))
 
     def _generate(self, conv: Conversation, query: str, ref_tokens: list[torch.Tensor],
-                  first: bool, pinned: FrameFeatures, cache: DynamicCache) -> str:
-        """Greedy answer through ``generate`` on the conversation's cache; the cache is then
-        cropped back so the answer is fed once more, exactly like a fixed answer."""
+                  first: bool, pinned: FrameFeatures, cache: KVCache) -> str:
+        """Greedy answer, one token at a time on the conversation's cache (any backend); the
+        cache is then cropped back so the answer is fed once more, exactly like a fixed
+        answer."""
         rt = self._round_tokens(query, None, len(ref_tokens), first)
         start = cache.get_seq_length()
-        self._feed(rt.user_ids[:-1], ref_tokens, pinned.image_tokens, cache)
-        prefix = [0] * start + rt.user_ids  # ids before the cache end are never re-embedded
-        tok = self.model.tokenizer
-        out = self.model.llm.generate(
-            input_ids=torch.tensor([prefix], device=self.device), **{self.model.cache_kwarg: cache},
-            max_new_tokens=self.config.max_new_tokens, do_sample=False,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        tok = self.runtime.tokenizer
+        hidden, _ = self._feed(rt.user_ids, ref_tokens, pinned.image_tokens, cache)
+        new: list[int] = []
+        for _ in range(self.config.max_new_tokens):
+            token = int(self.runtime.lm_logits(hidden[-1:]).argmax(-1)[0])
+            if token == tok.eos_token_id:
+                break
+            new.append(token)
+            hidden, _ = self._feed([token], [], pinned.image_tokens, cache)
         extra = cache.get_seq_length() - start
         if extra:
             cache.crop(-extra)  # negative = drop that many tokens (all transformers versions)
-        new = out[0, len(prefix):].tolist()
-        if tok.eos_token_id in new:
-            new = new[: new.index(tok.eos_token_id)]
         return tok.decode(new, skip_special_tokens=False).strip()
 
     # ------------------------------------------------------------------- SAM
-    def _decode(self, conv: Conversation, prompts: torch.Tensor | None, refs: list[int],
+    def _decode(self, conv: Conversation, seg: _SegState | None, refs: list[int],
                 feats: FrameFeatures) -> tuple[np.ndarray | None, float]:
-        if prompts is None:
+        if seg is None:
             return None, 0.0
-        size = self.model.config.sam.image_size
-        prompts = prompts[:, 0]  # the target slot
+        size = self.runtime.config.sam.image_size
         dense = None
         if refs and not self.config.blank_references:
             masks = torch.stack([self._mask_on(conv, k, feats.hw) for k in refs]).float()
             dense = (T.resize_to_input_frame(masks, feats.hw, size) > 0.5).any(0)[None]
-        low, iou = self.model.decode_masks(feats.sam_embedding, prompts, dense)
+        low, iou = self.runtime.decode_masks(feats.sam_embedding, seg.hidden, seg.turn_embeds,
+                                             dense)
         logits = T.postprocess_masks(low.float(), feats.hw, size)[0]
         return (logits > self.config.mask_threshold).cpu().numpy(), float(iou[0, 0])
 
@@ -270,17 +305,40 @@ class SegLLMEngine:
 
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+"""Torch precisions; ONNX Runtime runs the export's precision (fp32), TensorRT builds fp32,
+fp16 or int8 engines (``segllm_ros.runtime.tensorrt.TRT_PRECISIONS``)."""
 
 
-def load_engine(model_path: str, device: str = "cpu", backend: str = "torch",
-                precision: str = "fp32", **config: Any) -> SegLLMEngine:
-    """The engine for a checkpoint folder; ``backend`` selects the runtime."""
-    if backend != "torch":
-        raise ValueError(f"backend {backend!r} is not available in this build; use 'torch'")
+def load_runtime(model_path: str, device: str = "cpu", backend: str = "torch",
+                 precision: str = "fp32", engine_dir: str = "") -> Runtime:
+    """The runtime for a checkpoint folder. ``engine_dir`` holds the ONNX export (default
+    ``<model_path>/onnx``) and, under ``engines/``, the TensorRT engine cache. Every file is
+    checked here, at configure time, never at the first frame."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    onnx_dir = engine_dir or str(Path(model_path) / "onnx")
+    if backend == "onnxruntime":
+        from segllm_ros.runtime.onnxruntime import load_onnxruntime
+
+        runtime = load_onnxruntime(model_path, onnx_dir, device)
+        if precision != runtime.manifest.precision:
+            raise ValueError(f"{onnx_dir} holds {runtime.manifest.precision} graphs; "
+                             f"precision {precision!r} needs another export")
+        return runtime
+    if backend == "tensorrt":
+        from segllm_ros.runtime.tensorrt import load_tensorrt
+
+        return load_tensorrt(model_path, onnx_dir, precision, device)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     model = SegLLMModel.from_pretrained(model_path, device=device)
-    model.to_precision(PRECISIONS[precision])
+    return TorchRuntime(model.to_precision(PRECISIONS[precision]))
+
+
+def load_engine(model_path: str, device: str = "cpu", backend: str = "torch",
+                precision: str = "fp32", engine_dir: str = "", **config: Any) -> SegLLMEngine:
+    """The engine for a checkpoint folder; ``backend`` selects the runtime."""
+    runtime = load_runtime(model_path, device, backend, precision, engine_dir)
     store_keys = {"max_conversations", "max_rounds", "ttl_s"}
     store = ConversationStore(**{k: config.pop(k) for k in list(config) if k in store_keys})
-    return SegLLMEngine(model, EngineConfig(**config), store)
+    return SegLLMEngine(runtime, EngineConfig(**config), store)

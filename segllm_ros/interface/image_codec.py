@@ -12,6 +12,7 @@ Everything here works on plain attributes (``height``, ``width``, ``encoding``,
 from __future__ import annotations
 
 import array
+from array import array as byte_array_type
 from typing import Any
 
 import cv2
@@ -28,6 +29,7 @@ __all__ = [
     "encode_image",
     "fill_image_msg",
     "image_from_msg",
+    "set_image_fields",
 ]
 
 SUPPORTED_ENCODINGS: tuple[str, ...] = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
@@ -157,11 +159,9 @@ def _numpy_to_rgb(view: np.ndarray, key: str) -> np.ndarray:
     return np.ascontiguousarray(view[:, :, :3])
 
 
-def encode_image(array: np.ndarray, encoding: str) -> tuple[int, int, int, bytes]:
-    """Encode an RGB ``HxWx3`` (or grey ``HxW``) uint8 array as ``(height, width, step, data)``.
-
-    Used to publish overlays and masks. Rows are packed (``step == width * channels``).
-    """
+def _encode_array(array: np.ndarray, encoding: str) -> tuple[int, int, int, np.ndarray]:
+    """``(height, width, step, pixels)`` with ``pixels`` C-contiguous in ``encoding``; no copy
+    when the array already is."""
     key = str(encoding).strip().lower()
     if key not in ENCODABLE_ENCODINGS:
         raise ValueError(
@@ -186,7 +186,16 @@ def encode_image(array: np.ndarray, encoding: str) -> tuple[int, int, int, bytes
         if key == "bgr8":
             out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_RGB2BGR)
         channels = 3
-    return height, width, width * channels, np.ascontiguousarray(out).tobytes()
+    return height, width, width * channels, np.ascontiguousarray(out)
+
+
+def encode_image(array: np.ndarray, encoding: str) -> tuple[int, int, int, bytes]:
+    """Encode an RGB ``HxWx3`` (or grey ``HxW``) uint8 array as ``(height, width, step, data)``.
+
+    Used to publish overlays and masks. Rows are packed (``step == width * channels``).
+    """
+    height, width, step, pixels = _encode_array(array, encoding)
+    return height, width, step, pixels.tobytes()
 
 
 def decode_compressed(
@@ -254,9 +263,19 @@ def image_from_msg(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
 def fill_image_msg(msg: Any, array: np.ndarray, encoding: str = "rgb8") -> Any:
     """Fill the image fields of ``msg`` (duck-typed ``sensor_msgs/Image``) and return it.
 
-    The header is left alone so the caller can stamp it with the source frame's time.
+    The header is left alone so the caller can stamp it with the source frame's time. The
+    pixels are copied once, straight into the ``array('B')`` that ROS message ``data``
+    fields hold (assigning ``bytes`` would make the message setter copy them again).
     """
-    height, width, step, data = encode_image(array, encoding)
+    height, width, step, pixels = _encode_array(array, encoding)
+    data = byte_array_type("B")
+    data.frombytes(pixels)
+    return set_image_fields(msg, height, width, encoding, step, data)
+
+
+def set_image_fields(msg: Any, height: int, width: int, encoding: str, step: int,
+                     data: array.array) -> Any:
+    """Set the pixel fields of a (duck-typed) ``sensor_msgs/Image``; header left alone."""
     msg.height = height
     msg.width = width
     msg.encoding = str(encoding).strip().lower()

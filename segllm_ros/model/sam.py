@@ -34,6 +34,9 @@ LayerNorm2d = sam_modeling.common.LayerNorm2d
 
 from segllm_ros.model.config import SamConfig  # noqa: E402
 
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
 
 def sinusoidal_grid(channels: int, size: int) -> torch.Tensor:
     """(1, channels, size, size) 2-D sine/cosine position code (half the channels per axis)."""
@@ -127,6 +130,6 @@ def build_sam(cfg: SamConfig) -> nn.Module:
             iou_head_depth=3,
             iou_head_hidden_dim=cfg.iou_head_hidden_dim,
         ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+        pixel_mean=list(SAM_PIXEL_MEAN),
+        pixel_std=list(SAM_PIXEL_STD),
     )

@@ -98,6 +98,21 @@ def build_llm(spec: dict, tokenizer) -> nn.Module:
     return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **spec))
 
 
+def fill_placeholders(token_embeddings, input_ids: torch.Tensor,
+                      image_tokens: torch.Tensor | None, ref_tokens: torch.Tensor | None,
+                      image_token_id: int, ref_token_id: int) -> torch.Tensor:
+    """Token embeddings (``token_embeddings(ids)``: the LLM's table or its exported graph)
+    with the ``<image>`` and ``<ref>`` placeholders filled in order; shared by every runtime."""
+    is_image = input_ids == image_token_id
+    is_ref = input_ids == ref_token_id
+    embeds = token_embeddings(input_ids.masked_fill(is_image | is_ref, 0))
+    if is_image.any():
+        embeds = embeds.masked_scatter(is_image[..., None], image_tokens.to(embeds.dtype))
+    if is_ref.any():
+        embeds = embeds.masked_scatter(is_ref[..., None], ref_tokens.to(embeds.dtype))
+    return embeds
+
+
 class SegLLMModel(nn.Module):
     def __init__(self, config: SegLLMConfig, tokenizer, llm: nn.Module | None = None,
                  vision_tower: CLIPVisionModel | None = None) -> None:
@@ -164,14 +179,16 @@ class SegLLMModel(nn.Module):
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) 0..255 -> (B, N, llm_hidden) projected patch tokens."""
         size = self.vision_tower.config.image_size
-        pixels = torch.stack([T.clip_preprocess(im, size) for im in images]).to(self.dtype)
+        return self.vision_tokens(T.clip_batch(images, size).to(self.dtype))
+
+    def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """CLIP pixels (B, 3, S, S) -> (B, N, llm_hidden): the exported vision graph."""
         return self.projector(self._vision_states(pixels)[:, 1:])
 
     def sam_embedding(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) 0..255 -> (B, C, h, w) SAM image embeddings."""
-        size = self.config.sam.image_size
-        x = torch.stack([T.sam_preprocess(im, size, self.sam.pixel_mean, self.sam.pixel_std)
-                         for im in images])
+        x = T.sam_batch(images, self.config.sam.image_size, self.sam.pixel_mean,
+                        self.sam.pixel_std)
         return self.sam.image_encoder(x.to(self.dtype))
 
     @torch.no_grad()
@@ -188,33 +205,28 @@ class SegLLMModel(nn.Module):
         [mask_1, box_1, mask_2, ...]. Dropped with p in training, scaled by 1-p otherwise."""
         if masks.shape[0] == 0:
             return torch.zeros(0, self.box_encoder.out_features, device=image.device)
-        size = self.vision_tower.config.image_size
-        crops = torch.stack([T.clip_preprocess(T.masked_crop(image, m, size), size)
-                             for m in masks]).to(self.dtype)
+        crops, boxes = T.reference_inputs(image, masks, self.vision_tower.config.image_size)
+        tokens = self.encode_references(crops.to(self.dtype), boxes.to(self.dtype))
+        return tokens.reshape(-1, tokens.shape[-1])
+
+    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """CLIP pixels of masked crops (R, 3, S, S) + boxes (R, 4) -> (R, 2, hidden) [mask
+        token, box token]: the exported mask-encoder graph."""
         mask_tok = self.mask_projector(self._vision_states(crops)[:, 0])
-        box_tok = self.box_encoder(torch.stack([T.mask_box(m) for m in masks]).to(self.dtype))
-        tokens = torch.stack([mask_tok, box_tok], dim=1)  # (R, 2, hidden)
+        tokens = torch.stack([mask_tok, self.box_encoder(boxes)], dim=1)
         p = self.config.reference_token_dropout
         if self.training and p > 0:
             keep = (torch.rand(tokens.shape[0], 1, 1, device=tokens.device) >= p)
             tokens = tokens * keep.to(tokens.dtype)
         elif p > 0:
             tokens = tokens * (1.0 - p)
-        return tokens.reshape(-1, tokens.shape[-1])
+        return tokens
 
     def embed(self, input_ids: torch.Tensor, image_tokens: torch.Tensor | None,
               ref_tokens: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with ``<image>`` and ``<ref>`` placeholders filled in order."""
-        ids = input_ids.clone()
-        is_image = ids == self.image_token_id
-        is_ref = ids == self.ref_token_id
-        ids[is_image | is_ref] = 0
-        embeds = self.llm.get_input_embeddings()(ids)
-        if is_image.any():
-            embeds = embeds.masked_scatter(is_image[..., None], image_tokens.to(embeds.dtype))
-        if is_ref.any():
-            embeds = embeds.masked_scatter(is_ref[..., None], ref_tokens.to(embeds.dtype))
-        return embeds
+        return fill_placeholders(self.llm.get_input_embeddings(), input_ids, image_tokens,
+                                 ref_tokens, self.image_token_id, self.ref_token_id)
 
     # ------------------------------------------------------------------ LLM
     def llm_hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -256,6 +268,14 @@ class SegLLMModel(nn.Module):
             dense_prompt_embeddings=dense,
             multimask_output=False,
         )
+
+    def decode_from_seg(self, sam_embedding: torch.Tensor, seg_hidden: torch.Tensor,
+                        turn_embeds: torch.Tensor, ref_masks: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference from one ``<seg>`` state (1, H) to the target slot's low-res mask logits
+        and IoU: seg head + SAM prompt/mask decoder (the exported mask-decoder graph)."""
+        prompts = self.seg_prompts(seg_hidden, turn_embeds)[:, 0]
+        return self.decode_masks(sam_embedding, prompts, ref_masks)
 
     def to_precision(self, dtype: torch.dtype) -> SegLLMModel:
         """Cast weights to ``dtype``; SAM's random-Fourier positional encoding stays fp32

@@ -30,6 +30,26 @@ def clip_preprocess(image: torch.Tensor, size: int) -> torch.Tensor:
     return (x - mean) / std
 
 
+def clip_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) 0..255 -> (B, 3, size, size) CLIP pixels: the vision graph's input."""
+    return torch.stack([clip_preprocess(im, size) for im in images])
+
+
+def sam_batch(images: torch.Tensor, size: int, pixel_mean: torch.Tensor,
+              pixel_std: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) 0..255 -> (B, 3, size, size) SAM pixels: the SAM encoder graph's input."""
+    return torch.stack([sam_preprocess(im, size, pixel_mean, pixel_std) for im in images])
+
+
+def reference_inputs(image: torch.Tensor, masks: torch.Tensor, size: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask encoder's inputs for earlier masks (R, H, W) on ``image`` (3, H, W): CLIP
+    pixels of each masked crop (R, 3, size, size) and each mask's normalised box (R, 4).
+    Kept outside the graphs: cropping to a data-dependent box does not export."""
+    crops = torch.stack([clip_preprocess(masked_crop(image, m, size), size) for m in masks])
+    return crops, torch.stack([mask_box(m) for m in masks])
+
+
 def masked_crop(image: torch.Tensor, mask: torch.Tensor, size: int) -> torch.Tensor:
     """The mask encoder's input: pixels outside ``mask`` zeroed, cropped to the mask's box,
     pasted top-left on a black square, resized to ``size``. Returns (3, size, size) 0..255."""

@@ -17,9 +17,13 @@ def _p(default: Any, description: str, read_only: bool = False) -> Any:
 @dataclass
 class NodeParams:
     model_path: str = _p("", "SegLLM checkpoint folder; empty = the bundled demo model", True)
-    backend: str = _p("torch", "inference runtime: torch (onnxruntime/tensorrt: see README)", True)
+    backend: str = _p("torch", "inference runtime: torch, onnxruntime or tensorrt", True)
+    engine_dir: str = _p("", "ONNX export folder (python -m segllm_ros.export); TensorRT "
+                             "engines are cached in its engines/; empty = <model_path>/onnx",
+                         True)
     device: str = _p("cpu", "torch device, e.g. cpu or cuda:0", True)
-    precision: str = _p("fp32", "model weights and compute: fp32, fp16 or bf16", True)
+    precision: str = _p("fp32", "torch: fp32, fp16 or bf16; onnxruntime: the export's "
+                                "(fp32); tensorrt: fp32, fp16 or int8", True)
     mode: str = _p("cached", "cached: KV cache + per-frame features; recompute: rebuild each round",
                    True)
     generate_text: bool = _p(False, "generate the answer text with the LLM (else a fixed answer)")

@@ -27,7 +27,7 @@ from segllm_ros.engine.engine import load_engine
 from segllm_ros.engine.worker import Job, Outcome, Query, QueryWorker, Status, WorkerConfig
 from segllm_ros.interface.frame_buffer import FrameBuffer, stamp_to_ns
 from segllm_ros.interface.image_codec import fill_image_msg
-from segllm_ros.interface.mask_codec import box_to_roi, mask_to_mono8, overlay
+from segllm_ros.interface.mask_codec import box_to_roi, fill_mask_msg, overlay
 from segllm_ros.msg import SegmentationQuery, SegmentationResult
 from segllm_ros.node.params import NodeParams
 from segllm_ros.paths import default_model_path
@@ -64,7 +64,8 @@ class SegLLMNode(LifecycleNode):
         self.params = p
         try:
             engine = load_engine(p.model_path or str(default_model_path()), device=p.device,
-                                 backend=p.backend, precision=p.precision, mode=p.mode,
+                                 backend=p.backend, precision=p.precision,
+                                 engine_dir=p.engine_dir, mode=p.mode,
                                  generate_text=p.generate_text,
                                  mask_threshold=p.mask_threshold,
                                  max_conversations=p.max_conversations,
@@ -82,7 +83,7 @@ class SegLLMNode(LifecycleNode):
             max_image_pixels=p.max_image_pixels, state_dir=p.state_dir),
             now_ns=lambda: self.get_clock().now().nanoseconds)
         self._create_interfaces(p)
-        self.get_logger().info(f"configured: model {engine.model.config.llm.get('model_type')} "
+        self.get_logger().info(f"configured: model {engine.runtime.config.llm.get('model_type')} "
                                f"({p.backend}, {p.device}, {p.mode})")
         return TransitionCallbackReturn.SUCCESS
 
@@ -220,7 +221,7 @@ class SegLLMNode(LifecycleNode):
         if r is not None:
             msg.round_index, msg.text, msg.ref_rounds = r.round_index, r.text, r.ref_rounds
             msg.found, msg.score = r.found, r.score
-            fill_image_msg(msg.mask, mask_to_mono8(r.mask), "mono8")
+            fill_mask_msg(msg.mask, r.mask)
             msg.mask.header = msg.header
             if r.box is not None:
                 x, y, w, h = box_to_roi(r.box)
