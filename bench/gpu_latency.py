@@ -123,6 +123,7 @@ def build_model(config_path: Path, device: torch.device, tiny: bool) -> SegLLMMo
     tokenizer = build_word_tokenizer(words)
     with torch.device(device):
         model = SegLLMModel(config, tokenizer)
+    model.to(device)  # buffers made by legacy constructors (SAM's pixel_mean) ignore the context
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     return model.to_precision(dtype).eval()
 
@@ -246,7 +247,9 @@ def sam_encoder(model: SegLLMModel, repeats: int, variant: str) -> dict[str, flo
                     encoder(x)
             torch.cuda.current_stream(device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # segment-anything's relative positions use torch.arange without a device: under
+            # this context they are made on the GPU, which graph capture requires
+            with torch.cuda.graph(graph), torch.device(device):
                 encoder(x)
             fn = graph.replay
         else:
