@@ -182,10 +182,13 @@ class SegLLMModel(nn.Module):
         return FrameFeatures(img, self.image_tokens(img[None])[0], self.sam_embedding(img[None]))
 
     # -------------------------------------------------------- reference input
-    def reference_tokens(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def reference_tokens(self, image: torch.Tensor, masks: torch.Tensor,
+                         keep: torch.Tensor | None = None) -> torch.Tensor:
         """Mask-encoding scheme: for each earlier mask (R, H, W) one mask token (CLIP CLS of
         the masked crop -> projector) and one box token. Returns (2R, hidden) interleaved
-        [mask_1, box_1, mask_2, ...]. Dropped with p in training, scaled by 1-p otherwise."""
+        [mask_1, box_1, mask_2, ...]. Dropped with p in training, scaled by 1-p otherwise;
+        ``keep`` (R,) bool is the training draw when the caller makes it (the trainer does, so
+        the draw depends on the sample, not on the process)."""
         if masks.shape[0] == 0:
             return torch.zeros(0, self.box_encoder.out_features, device=image.device)
         size = self.vision_tower.config.image_size
@@ -196,8 +199,9 @@ class SegLLMModel(nn.Module):
         tokens = torch.stack([mask_tok, box_tok], dim=1)  # (R, 2, hidden)
         p = self.config.reference_token_dropout
         if self.training and p > 0:
-            keep = (torch.rand(tokens.shape[0], 1, 1, device=tokens.device) >= p)
-            tokens = tokens * keep.to(tokens.dtype)
+            if keep is None:
+                keep = torch.rand(tokens.shape[0], device=tokens.device) >= p
+            tokens = tokens * keep.view(-1, 1, 1).to(tokens.device, tokens.dtype)
         elif p > 0:
             tokens = tokens * (1.0 - p)
         return tokens.reshape(-1, tokens.shape[-1])
