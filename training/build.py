@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +24,6 @@ from segllm_ros.model.builders import from_llava, sam_config
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.model.tokenizer import WORD_PATTERN, build_word_tokenizer
-from segllm_training.tabletop import TabletopConfig
-from segllm_training.tabletop import vocabulary as tabletop_vocabulary
 
 # What the real recipe trains besides the LLM (LISA/SegLLM): everything new plus SAM's decoder.
 DEFAULT_TRAINABLE = ("projector", "mask_projector", "box_encoder", "seg_head",
@@ -69,17 +67,17 @@ class TrainableSettings:
     modules: list[str] = field(default_factory=lambda: list(DEFAULT_TRAINABLE))
 
 
-def word_tokenizer(model_cfg: SegLLMConfig, tabletop: TabletopConfig | None = None):
-    """Closed vocabulary for models trained from scratch: the tabletop queries, the LISA
-    conversion words and the conversation template."""
+def word_tokenizer(model_cfg: SegLLMConfig, words: Iterable[str]):
+    """Closed vocabulary for models trained from scratch: ``words`` (e.g. the tabletop
+    queries), the LISA conversion's "the mask" and the conversation template."""
     template = f"{model_cfg.system_prompt} USER: ASSISTANT: {model_cfg.seg_answer} the mask"
-    words = list(tabletop_vocabulary(tabletop or TabletopConfig()))
-    words += re.findall(WORD_PATTERN, template)
-    return build_word_tokenizer(w for w in words if w != model_cfg.seg_token)
+    every = [*words, *re.findall(WORD_PATTERN, template)]
+    return build_word_tokenizer(w for w in every if w != model_cfg.seg_token)
 
 
-def build_model(src: ModelSource, tabletop: TabletopConfig | None = None) -> SegLLMModel:
-    """The starting model, in training mode, fp32 (precision is the trainer's business)."""
+def build_model(src: ModelSource, vocabulary: Iterable[str] = ()) -> SegLLMModel:
+    """The starting model, in training mode, fp32 (precision is the trainer's business);
+    ``vocabulary`` feeds the word tokenizer of a model built from a config."""
     chosen = [k for k in ("config", "llava", "checkpoint") if getattr(src, k)]
     if len(chosen) != 1:
         raise ValueError(f"model source needs exactly one of config/llava/checkpoint, got {chosen}")
@@ -92,7 +90,7 @@ def build_model(src: ModelSource, tabletop: TabletopConfig | None = None) -> Seg
                            **src.overrides)
     else:
         cfg = SegLLMConfig.from_dict({**src.config, **src.overrides})
-        model = SegLLMModel(cfg, word_tokenizer(cfg, tabletop))
+        model = SegLLMModel(cfg, word_tokenizer(cfg, vocabulary))
     return model.train()
 
 
@@ -123,6 +121,16 @@ def setup_trainable(model: SegLLMModel, cfg: TrainableSettings) -> list[str]:
     if model.config.freeze_vision_tower:
         model.vision_tower.requires_grad_(False)
     return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def enable_checkpointing(llm: nn.Module) -> None:
+    """Activation checkpointing in the LLM's layers (non-reentrant: gradients reach LoRA
+    weights even where the layer input needs none). transformers >= 5.2x renamed it."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(llm, "activation_checkpointing_enable"):
+        llm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def lora_layers(model: nn.Module) -> list[LoraLayer]:

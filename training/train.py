@@ -1,7 +1,8 @@
-"""Train SegLLM at any scale: one process on a CPU, or many GPUs through ``accelerate``.
+r"""Train SegLLM at any scale: one process on a CPU, or many GPUs through ``accelerate``.
 
     python -m segllm_training.train --config config/train/tabletop_tiny.yaml --out runs/tiny
-    torchrun --nproc_per_node 4 -m segllm_training.train --config config/train/segllm_7b_4gpu.yaml --out runs/7b
+    torchrun --nproc_per_node 4 -m segllm_training.train \
+        --config config/train/segllm_7b_4gpu.yaml --out runs/7b
     accelerate launch --config_file config/train/accelerate_zero2.yaml -m segllm_training.train ...
 
 The same loop serves all of them: ``accelerate`` picks DDP under ``torchrun`` (NCCL on GPUs,
@@ -32,10 +33,17 @@ from tqdm import tqdm
 
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.batch import Batch, collate
-from segllm_training.build import build_model, count_parameters, export_checkpoint, setup_trainable
+from segllm_training.build import (
+    build_model,
+    count_parameters,
+    enable_checkpointing,
+    export_checkpoint,
+    setup_trainable,
+)
 from segllm_training.data import MixtureSampler, Source
 from segllm_training.losses import LossWeights, forward_batch
 from segllm_training.tabletop import TabletopConfig
+from segllm_training.tabletop import vocabulary as tabletop_vocabulary
 from segllm_training.train_config import TrainConfig
 
 log = logging.getLogger("segllm_training.train")
@@ -159,9 +167,10 @@ def read_metrics(out: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def _tabletop_of(cfg: TrainConfig) -> TabletopConfig | None:
-    tables = [s.tabletop for s in cfg.data.sources if s.tabletop is not None]
-    return TabletopConfig(**tables[0]) if tables else None
+def _vocabulary(cfg: TrainConfig) -> list[str]:
+    """Words of the synthetic sources, for a word tokenizer (models built from a config)."""
+    return sorted({w for s in cfg.data.sources if s.tabletop is not None
+                   for w in tabletop_vocabulary(TabletopConfig(**s.tabletop))})
 
 
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True,
@@ -182,11 +191,10 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True,
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
-    model = build_model(cfg.model, _tabletop_of(cfg))
+    model = build_model(cfg.model, _vocabulary(cfg))
     setup_trainable(model, cfg.trainable)
     if cfg.gradient_checkpointing:
-        model.llm.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model.llm)
     if cfg.frozen_dtype != "fp32":
         for p in model.parameters():
             if not p.requires_grad:

@@ -1,0 +1,179 @@
+"""The mask-encoding ablation on tabletop scenes with identical twins (cf. SegLLM Table A4).
+
+    python -m segllm_training.ablation --quick          # minutes on a CPU
+    python -m segllm_training.ablation --config config/train/tabletop_demo.yaml --steps 4000
+
+Same data stream, steps, batch and optimiser for every variant (equal budget):
+
+- ``a_segllm``: the project's SegLLM (reference tokens + dense reference prompt to SAM);
+- ``a_upstream``: upstream SegLLM (reference tokens only);
+- ``b_lisa1`` / ``b_lisa2``: the same model with no reference input at all (no dense prompt,
+  reference tokens always zero, no reference loss), trained and evaluated on the LISA
+  Approach 1 ("the mask") and Approach 2 (the referenced object's caption) conversions.
+
+Every scene holds a pair of identical twins; "the other red circle" or "<instance 2> again"
+can only be answered by knowing which twin an earlier round produced. Reported per round
+(cIoU over all rounds, and over the rounds that need the reference) with earlier rounds from
+ground truth and from the model's own outputs, plus twin choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
+from segllm_training.data import Item, tabletop_item
+from segllm_training.evaluate import (
+    HISTORIES,
+    Report,
+    report_rows,
+    run_conversation,
+    table,
+    write_reports,
+)
+from segllm_training.mrseg import lisa
+from segllm_training.tabletop import TabletopConfig, generate_dataset
+from segllm_training.train import train
+from segllm_training.train_config import TrainConfig
+
+QUICK_CONFIG = Path(__file__).resolve().parents[1] / "config" / "train" / "tabletop_tiny.yaml"
+EVAL_SEED = 1_000_003   # held out: training draws from rng([seed, index]) with small seeds
+NO_REFERENCE = {"dense_reference_prompt": False, "reference_token_dropout": 1.0,
+                "mask_aware_decoding": False}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    overrides: dict
+    lisa: str | None = None
+
+
+VARIANTS = (
+    Variant("a_segllm", "(a) SegLLM: ref tokens + dense ref prompt",
+            {"dense_reference_prompt": True}),
+    Variant("a_upstream", "(a') upstream: ref tokens only", {"dense_reference_prompt": False}),
+    Variant("b_lisa1", "(b) no ref input, LISA Approach 1", NO_REFERENCE, "approach1"),
+    Variant("b_lisa2", "(b) no ref input, LISA Approach 2", NO_REFERENCE, "approach2"),
+)
+
+
+def variant_config(base: TrainConfig, variant: Variant) -> TrainConfig:
+    cfg = copy.deepcopy(base)
+    cfg.model.overrides = {**cfg.model.overrides, **variant.overrides}
+    for source in cfg.data.sources:
+        source.lisa = variant.lisa
+    return cfg
+
+
+def held_out_items(cfg: TabletopConfig, n: int, approach: str | None) -> list[Item]:
+    items = [tabletop_item(conv, f"eval-{i}", "val")
+             for i, conv in enumerate(generate_dataset(EVAL_SEED, n, cfg))]
+    for item in items:
+        item.record = lisa.convert(item.record, approach)
+    return items
+
+
+def evaluate_variant(model, variant: Variant, items: list[Item], max_rounds: int
+                     ) -> dict[str, tuple[Report, Report]]:
+    """Per history protocol: (report over all rounds, report over the rounds that need the
+    reference)."""
+    engine = SegLLMEngine(model, EngineConfig(blank_references=variant.lisa is not None))
+    out = {}
+    for history in HISTORIES:
+        everything, ambiguous = Report(), Report()
+        for n, item in enumerate(items):
+            for outcome in run_conversation(engine, item, history, f"abl-{n}", max_rounds):
+                everything.add("tabletop", "val", outcome)
+                if outcome.distractor is not None:
+                    ambiguous.add("tabletop", "val", outcome)
+        out[history] = (everything, ambiguous)
+    return out
+
+
+def run(base: TrainConfig, out: Path, n_eval: int, max_rounds: int = 6,
+        variants: tuple[Variant, ...] = VARIANTS, progress: bool = True) -> dict:
+    """Train and evaluate every variant; writes tables, plot and ``summary.json`` to ``out``."""
+    tabletop = TabletopConfig(**base.data.sources[0].tabletop)
+    results: dict = {}
+    all_reports: dict[str, Report] = {}
+    ambiguous_reports: dict[str, Report] = {}
+    for variant in variants:
+        t0 = time.monotonic()
+        model = train(variant_config(base, variant), out / variant.name, progress=progress)
+        train_s = time.monotonic() - t0
+        reports = evaluate_variant(model, variant, held_out_items(tabletop, n_eval, variant.lisa),
+                                   max_rounds)
+        entry = {"label": variant.label, "train_s": round(train_s, 1)}
+        for history, (everything, ambiguous) in reports.items():
+            short = "GT" if history == "ground_truth" else "pred"
+            all_reports[f"{variant.name} {short}"] = everything
+            ambiguous_reports[f"{variant.name} {short}"] = ambiguous
+            later = ambiguous.overall(from_round=2)
+            entry[history] = {
+                "ciou_per_round": {r: s.ciou for r, s in everything.rounds().items()},
+                "ambiguous_ciou_r2plus": later.ciou,
+                "twin_choice_r2plus": later.twin_choice,
+                "ambiguous_rounds": later.twin_total}
+        results[variant.name] = entry
+    write_reports(all_reports, out / "all_rounds", "tabletop twins: every round", max_rounds)
+    write_reports(ambiguous_reports, out / "ambiguous_rounds",
+                  "tabletop twins: rounds that need the reference", max_rounds)
+    markdown = render(results, all_reports, ambiguous_reports, max_rounds)
+    (out / "table.md").write_text(markdown + "\n")
+    (out / "summary.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def render(results: dict, all_reports: dict[str, Report], ambiguous: dict[str, Report],
+           max_rounds: int) -> str:
+    lines = ["cIoU (%) per round, every round of twin scenes", "",
+             table(report_rows(all_reports), "ciou", max_rounds), "",
+             "cIoU (%) per round, only rounds that need the reference", "",
+             table(report_rows(ambiguous), "ciou", max_rounds), "",
+             "| variant | twin choice GT (R>=2) | twin choice pred (R>=2) | rounds |",
+             "|---|---|---|---|"]
+    for entry in results.values():
+        gt, pred = entry["ground_truth"], entry["predicted"]
+        lines.append(f"| {entry['label']} | {100 * gt['twin_choice_r2plus']:.1f} | "
+                     f"{100 * pred['twin_choice_r2plus']:.1f} | {gt['ambiguous_rounds']} |")
+    return "\n".join(lines)
+
+
+def quick_config(steps: int) -> TrainConfig:
+    cfg = TrainConfig.load(QUICK_CONFIG)
+    cfg.max_steps = steps
+    cfg.checkpoint_every = steps
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, minutes on a CPU")
+    parser.add_argument("--config", type=Path, help="experiment YAML with a tabletop source")
+    parser.add_argument("--steps", type=int, help="training steps per variant")
+    parser.add_argument("--n-eval", type=int, default=None, help="held-out conversations")
+    parser.add_argument("--only", nargs="+", choices=[v.name for v in VARIANTS])
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.quick or args.config is None:
+        cfg = quick_config(args.steps or 300)
+    else:
+        cfg = TrainConfig.load(args.config)
+        cfg.max_steps = args.steps or cfg.max_steps
+    variants = tuple(v for v in VARIANTS if not args.only or v.name in args.only)
+    n_eval = args.n_eval or (60 if args.quick else 200)
+    run(cfg, args.out, n_eval, variants=variants)
+    print((args.out / "table.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
