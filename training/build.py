@@ -9,6 +9,7 @@ so a trained run is an ordinary project checkpoint the engine loads.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import re
 from collections.abc import Iterable, Iterator
@@ -139,27 +140,30 @@ def lora_layers(model: nn.Module) -> list[LoraLayer]:
 
 @contextlib.contextmanager
 def plain_view(model: SegLLMModel) -> Iterator[SegLLMModel]:
-    """The model with LoRA merged into its base weights and the adapter layers taken out,
-    for saving as an ordinary checkpoint; the adapters are put back (unmerged) afterwards."""
+    """The model with each LoRA layer replaced by a copy of its base layer holding the merged
+    weight, for saving as an ordinary checkpoint. The training weights are not touched
+    (merging in place and unmerging again would perturb them by rounding)."""
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, LoraLayer):
-                child.merge()
-                swapped.append((parent, child_name, child))
-                setattr(parent, child_name, child.get_base_layer())
+    with torch.no_grad():
+        for parent in list(model.modules()):
+            for child_name, child in list(parent.named_children()):
+                if isinstance(child, LoraLayer):
+                    merged = copy.deepcopy(child.get_base_layer())
+                    for adapter in child.active_adapters:
+                        merged.weight += child.get_delta_weight(adapter).to(merged.weight.dtype)
+                    swapped.append((parent, child_name, child))
+                    setattr(parent, child_name, merged)
     try:
         yield model
     finally:
         for parent, child_name, child in swapped:
             setattr(parent, child_name, child)
-            child.unmerge()
 
 
 def export_checkpoint(model: SegLLMModel, directory: str | Path) -> None:
     """A project checkpoint (safetensors + config + tokenizer), LoRA merged; fp32 weights are
     kept as they are (the engine casts at load)."""
-    with plain_view(model) as plain, torch.no_grad():
+    with plain_view(model) as plain:
         plain.save_pretrained(directory)
 
 

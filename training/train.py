@@ -167,7 +167,7 @@ def read_metrics(out: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def _vocabulary(cfg: TrainConfig) -> list[str]:
+def source_vocabulary(cfg: TrainConfig) -> list[str]:
     """Words of the synthetic sources, for a word tokenizer (models built from a config)."""
     return sorted({w for s in cfg.data.sources if s.tabletop is not None
                    for w in tabletop_vocabulary(TabletopConfig(**s.tabletop))})
@@ -191,7 +191,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True,
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
-    model = build_model(cfg.model, _vocabulary(cfg))
+    model = build_model(cfg.model, source_vocabulary(cfg))
     setup_trainable(model, cfg.trainable)
     if cfg.gradient_checkpointing:
         enable_checkpointing(model.llm)
@@ -263,9 +263,6 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True,
             bad_steps = 0
         else:
             bad_steps += 1
-            if bad_steps >= cfg.max_bad_steps:
-                raise NonFiniteLossError(f"{bad_steps} consecutive non-finite steps (last: "
-                                         f"{step}); stopping with the last good checkpoint")
         optimizer.zero_grad(set_to_none=True)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
@@ -274,6 +271,9 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True,
         record.update(step=step, lr=lr, skipped=not finite,
                       step_s=time.perf_counter() - t0, bad_data=sum(sampler.skipped.values()))
         metrics_log.write(record)
+        if bad_steps >= cfg.max_bad_steps:
+            raise NonFiniteLossError(f"{bad_steps} consecutive non-finite steps (last: {step}); "
+                                     "stopping with the last good checkpoint")
         if writer is not None and (step + 1) % cfg.log_every == 0:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step":
