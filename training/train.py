@@ -139,6 +139,19 @@ def _check_weights(model: nn.Module) -> None:
         raise NonFiniteLossError(f"non-finite weights {bad[:5]}; checkpoint not written")
 
 
+METRIC_KEYS = ("loss", "text", "mask", "iou_pred", "ref_mask", "iou")
+
+
+def _global_mean(accelerator: Accelerator, metrics: list[dict]) -> dict[str, float]:
+    """Mean of each metric over micro-batches and processes (a metric missing from a batch,
+    e.g. ``ref_mask`` without references, does not count there)."""
+    sums = torch.tensor([[sum(m.get(k, 0.0) for m in metrics), sum(k in m for m in metrics)]
+                         for k in METRIC_KEYS], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        sums = accelerator.reduce(sums, "sum")
+    return {k: v / n for k, (v, n) in zip(METRIC_KEYS, sums.tolist(), strict=True) if n > 0}
+
+
 class MetricsLog:
     """``metrics.jsonl`` (one line per step, flushed) that a resume truncates to the
     checkpoint, so the file always tells the run's real history."""
@@ -180,6 +193,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True,
     out = Path(out)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),      # CPU processes under torchrun: DDP over gloo
         gradient_accumulation_steps=cfg.optim.grad_accum,
         mixed_precision={"fp32": "no"}.get(cfg.precision, cfg.precision),
         kwargs_handlers=[ddp], step_scheduler_with_optimizer=False)
@@ -266,8 +280,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True,
         optimizer.zero_grad(set_to_none=True)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
-        record = {k: sum(m[k] for m in step_metrics) / len(step_metrics)
-                  for k in (step_metrics[0] if step_metrics else {})}
+        record = _global_mean(accelerator, step_metrics)
         record.update(step=step, lr=lr, skipped=not finite,
                       step_s=time.perf_counter() - t0, bad_data=sum(sampler.skipped.values()))
         metrics_log.write(record)
