@@ -45,6 +45,7 @@ class ModelSource:
     llava: str | None = None
     sam_checkpoint: str | None = None
     sam_variant: str = "vit_h"
+    sam: dict | None = None            # SamConfig fields over the variant's (other SAM sizes)
     checkpoint: str | None = None
     overrides: dict = field(default_factory=dict)
 
@@ -87,8 +88,8 @@ def build_model(src: ModelSource, vocabulary: Iterable[str] = ()) -> SegLLMModel
         if src.overrides:
             model.config = dataclasses.replace(model.config, **src.overrides)
     elif src.llava:
-        model = from_llava(src.llava, src.sam_checkpoint, sam_config(src.sam_variant),
-                           **src.overrides)
+        sam = dataclasses.replace(sam_config(src.sam_variant), **(src.sam or {}))
+        model = from_llava(src.llava, src.sam_checkpoint, sam, **src.overrides)
     else:
         cfg = SegLLMConfig.from_dict({**src.config, **src.overrides})
         model = SegLLMModel(cfg, word_tokenizer(cfg, vocabulary))

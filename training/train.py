@@ -224,6 +224,11 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True,
     sampler = MixtureSampler(sources, cfg.data.mixing, cfg.seed, cfg.data.sample,
                              model.config.reference_token_dropout)
     module = TrainingModule(model, cfg.loss)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # No DataLoader goes through accelerate, so DeepSpeed's "auto" values are set here.
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = cfg.per_device_batch
+        ds["gradient_clipping"] = cfg.optim.grad_clip
     module, optimizer = accelerator.prepare(module, optimizer)
     accelerator.register_for_checkpointing(scheduler, sampler)
     accelerator.register_save_state_pre_hook(_trainable_only(accelerator.unwrap_model(module)))
