@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from segllm_training.ablation import main
 
 
+@pytest.mark.timeout(1800)  # three models trained: about 6 CPU minutes, more on a busy machine
 def test_ablation_quick_segllm_beats_lisa_conversions_on_twins(tmp_path):
     main(["--quick", "--only", "a_segllm", "b_lisa1", "b_lisa2", "--out", str(tmp_path)])
     summary = json.loads((tmp_path / "summary.json").read_text())
