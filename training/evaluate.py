@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def run_conversation(engine: SegLLMEngine, item: Item, history: str, conv_id: st
     if history not in HISTORIES:
         raise ValueError(f"history must be one of {HISTORIES}, got {history!r}")
     engine.reset(conv_id)
-    frame = Frame.create(item.image, abs(hash(conv_id)) % 10**9 + 1, item.record.source)
+    frame = Frame.create(item.image, zlib.crc32(conv_id.encode()) + 1, item.record.source)
     outcomes = []
     try:
         for i, rnd in enumerate(item.record.rounds[:max_rounds], start=1):
@@ -251,21 +252,26 @@ def main(argv: list[str] | None = None) -> None:
                          max_rounds=max(args.max_rounds, 1))
     if args.lisa:  # a model trained without reference input gets none here either
         engine.config = EngineConfig(blank_references=True)
-    items: list[Item] = []
-    skipped = Counter()
-    for path in args.data:
-        source = Source(SourceConfig(path=path, image_root=args.image_root, lisa=args.lisa),
-                        skipped)
-        for i in range(min(len(source), args.limit or len(source))):
-            try:
-                items.append(source.load(i))
-            except DataError as exc:
-                print(f"skipping: {exc}")
-                skipped["missing_image"] += 1
-    if skipped:
-        print(f"skipped conversations: {dict(skipped)}")
+    skipped: Counter = Counter()                       # corrupt records, counted on reading
+    missing: set[tuple[str, int]] = set()              # images missing when loaded
+    sources = [Source(SourceConfig(path=p, image_root=args.image_root, lisa=args.lisa), skipped)
+               for p in args.data]
+
+    def items() -> Iterator[Item]:
+        """Conversations streamed (images are loaded one at a time), broken ones skipped."""
+        for source in sources:
+            for i in range(min(len(source), args.limit or len(source))):
+                try:
+                    yield source.load(i)
+                except DataError as exc:
+                    if (source.name, i) not in missing:
+                        print(f"skipping: {exc}")
+                        missing.add((source.name, i))
+
     histories = HISTORIES if args.history == "both" else (args.history,)
-    reports = {h: evaluate_items(engine, items, h, args.max_rounds) for h in histories}
+    reports = {h: evaluate_items(engine, items(), h, args.max_rounds) for h in histories}
+    if skipped or missing:
+        print(f"skipped conversations: {dict(skipped, missing_image=len(missing))}")
     print(write_reports(reports, args.out, title=Path(args.checkpoint).name,
                         max_rounds=args.max_rounds))
 

@@ -186,10 +186,9 @@ def source_vocabulary(cfg: TrainConfig) -> list[str]:
                    for w in tabletop_vocabulary(TabletopConfig(**s.tabletop))})
 
 
-def train(cfg: TrainConfig, out: str | Path, progress: bool = True,
-          stop_after: int | None = None) -> SegLLMModel:
+def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMModel:
     """Run (or resume) the experiment in ``out``; returns the trained model (LoRA layers in
-    place). ``stop_after`` ends the call after that many steps of this call (tests)."""
+    place)."""
     out = Path(out)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     accelerator = Accelerator(
@@ -247,8 +246,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True,
 
     rank, world = accelerator.process_index, accelerator.num_processes
     bad_steps = 0
-    end = cfg.max_steps if stop_after is None else min(cfg.max_steps, start + stop_after)
-    bar = tqdm(range(start, end), initial=start, total=cfg.max_steps,
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
                disable=not (progress and main), desc="train")
     for step in bar:
         t0 = time.perf_counter()
@@ -305,7 +303,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True,
     if writer is not None:
         writer.close()
     unwrapped = accelerator.unwrap_model(module).model
-    if end == cfg.max_steps and main:
+    if main:
         export_checkpoint(unwrapped, out / "final")
     accelerator.wait_for_everyone()
     if sampler.skipped and main:
