@@ -186,6 +186,46 @@ def source_vocabulary(cfg: TrainConfig) -> list[str]:
                    for w in tabletop_vocabulary(TabletopConfig(**s.tabletop))})
 
 
+def prepare_model(cfg: TrainConfig) -> SegLLMModel:
+    """The starting model with its trainable parts opened (LoRA injected), activation
+    checkpointing and the frozen weights' storage precision as configured."""
+    model = build_model(cfg.model, source_vocabulary(cfg))
+    setup_trainable(model, cfg.trainable)
+    if cfg.gradient_checkpointing:
+        enable_checkpointing(model.llm)
+    if cfg.frozen_dtype != "fp32":
+        for p in model.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(DTYPES[cfg.frozen_dtype])
+    return model
+
+
+def _accumulate(accelerator: Accelerator, module: nn.Module, model: SegLLMModel,
+                sampler: MixtureSampler, cfg: TrainConfig, step: int
+                ) -> tuple[bool, list[dict]]:
+    """Forward and backward of this step's micro-batches (this process's slice of each
+    global batch); False when any process saw a non-finite loss."""
+    finite, metrics_list = True, []
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for _ in range(cfg.optim.grad_accum):
+        batch = collate(sampler.next_batch(cfg.per_device_batch, rank, world), model)
+        with accelerator.accumulate(module):
+            loss, metrics = module(batch.to(accelerator.device))
+            if _all_finite(accelerator, loss.detach()):
+                metrics_list.append(metrics)
+            else:
+                finite = False
+                log.error("step %d: non-finite loss %s on some process; step skipped, "
+                          "weights unchanged", step, metrics)
+                if accelerator.distributed_type == DistributedType.DEEPSPEED:
+                    # DeepSpeed steps inside backward: stop before it can.
+                    raise NonFiniteLossError(f"non-finite loss at step {step}; the last "
+                                             "checkpoint is intact")
+                loss = loss * 0  # keeps every process's collectives in step; discarded
+            accelerator.backward(loss)
+    return finite, metrics_list
+
+
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMModel:
     """Run (or resume) the experiment in ``out``; returns the trained model (LoRA layers in
     place)."""
@@ -204,14 +244,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMMod
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
-    model = build_model(cfg.model, source_vocabulary(cfg))
-    setup_trainable(model, cfg.trainable)
-    if cfg.gradient_checkpointing:
-        enable_checkpointing(model.llm)
-    if cfg.frozen_dtype != "fp32":
-        for p in model.parameters():
-            if not p.requires_grad:
-                p.data = p.data.to(DTYPES[cfg.frozen_dtype])
+    model = prepare_model(cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay)
@@ -244,30 +277,12 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMMod
     if main:
         log.info("parameters: %s", count_parameters(model))
 
-    rank, world = accelerator.process_index, accelerator.num_processes
     bad_steps = 0
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
                disable=not (progress and main), desc="train")
     for step in bar:
         t0 = time.perf_counter()
-        step_metrics: list[dict] = []
-        finite = True
-        for _ in range(cfg.optim.grad_accum):
-            batch = collate(sampler.next_batch(cfg.per_device_batch, rank, world), model)
-            with accelerator.accumulate(module):
-                loss, metrics = module(batch.to(accelerator.device))
-                if _all_finite(accelerator, loss.detach()):
-                    step_metrics.append(metrics)
-                else:
-                    finite = False
-                    log.error("step %d: non-finite loss %s on some process; step skipped, "
-                              "weights unchanged", step, metrics)
-                    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-                        # DeepSpeed steps inside backward: stop before it can.
-                        raise NonFiniteLossError(f"non-finite loss at step {step}; the last "
-                                                 "checkpoint is intact")
-                    loss = loss * 0  # keep every process's collectives in step; discarded
-                accelerator.backward(loss)
+        finite, step_metrics = _accumulate(accelerator, module, model, sampler, cfg, step)
         if finite:
             grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip)
             if grad_norm is not None:
