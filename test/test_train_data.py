@@ -9,6 +9,7 @@ import logging
 import cv2
 import numpy as np
 import pytest
+from train_helpers import tiny_config
 
 from segllm_training.data import (
     MixtureSampler,
@@ -26,6 +27,7 @@ from segllm_training.mrseg.schema import (
     write_conversations,
 )
 from segllm_training.tabletop import TabletopConfig, generate_dataset
+from segllm_training.train import read_metrics, train
 
 H, W = 24, 32
 
@@ -114,3 +116,15 @@ def test_tabletop_items_mark_the_twin_as_distractor():
             assert np.array_equal(item.distractors[i], conv.scene.target_mask(twin))
         else:
             assert i not in item.distractors
+
+
+def test_trainer_runs_through_broken_data_and_counts_it(tmp_path):
+    path, images = _dataset(tmp_path)
+    cfg = tiny_config(max_steps=3, checkpoint_every=1000, per_device_batch=4)
+    cfg.data.sources = [SourceConfig(path=str(path), image_root=str(images)),
+                        cfg.data.sources[0]]
+    train(cfg, tmp_path / "run", progress=False)
+    records = read_metrics(tmp_path / "run")
+    assert len(records) == 3 and all(np.isfinite(r["loss"]) for r in records)
+    assert records[0]["bad_data"] >= 1              # the corrupt line, counted at start
+    assert records[-1]["bad_data"] > records[0]["bad_data"]  # missing images as drawn

@@ -36,7 +36,7 @@ class Sample:
 
 @dataclass
 class Batch:
-    images: torch.Tensor           # (B, 3, H, W) 0..255
+    images: list[torch.Tensor]     # per conversation (3, H, W) 0..255; sizes may differ
     input_ids: torch.Tensor        # (B, L)
     attention_mask: torch.Tensor   # (B, L)
     labels: torch.Tensor           # (B, L) answer tokens, IGNORE_INDEX elsewhere
@@ -106,7 +106,7 @@ def collate(samples: list[Sample], model) -> Batch:
     turn_pool = torch.zeros(len(spans), length)
     for r, (start, end) in enumerate(spans):
         turn_pool[r, start:end] = 1.0 / (end - start)
-    images = torch.stack([T.to_tensor(s.image) for s in samples])
+    images = [T.to_tensor(s.image) for s in samples]
     keep = None
     if all(s.ref_keep is not None for s in samples):
         keep = [torch.tensor(s.ref_keep, dtype=torch.bool) for s in samples]

@@ -202,12 +202,14 @@ def plot(reports: dict[str, Report], path: str | Path, metric: str = "ciou",
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name, report in reports.items():
         per_round = report.rounds()
         xs = [r for r, s in per_round.items() if not np.isnan(getattr(s, metric))]
         ax.plot(xs, [100 * getattr(per_round[r], metric) for r in xs], marker="o", label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(title or f"per-round {metric}")

@@ -62,7 +62,7 @@ def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, di
     sam_emb = model.sam_embedding(batch.images)
     size = model.config.sam.image_size
     target_logits, target_iou, ref_logits, ref_targets = [], [], [], []
-    for b in range(batch.images.shape[0]):
+    for b in range(len(batch.images)):
         idx = ((batch.seg_batch == b) & batch.mask_weight).nonzero().flatten()
         if idx.numel() == 0:
             continue

@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -250,9 +251,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMMod
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
         s, cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.min_lr_ratio))
-    sources = [Source(s) for s in cfg.data.sources]
-    for s in sources[1:]:
-        s.skipped = sources[0].skipped
+    skipped: Counter = Counter()                  # broken data of every source, counted
+    sources = [Source(s, skipped) for s in cfg.data.sources]
     sampler = MixtureSampler(sources, cfg.data.mixing, cfg.seed, cfg.data.sample,
                              model.config.reference_token_dropout)
     module = TrainingModule(model, cfg.loss)

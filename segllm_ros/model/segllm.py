@@ -161,14 +161,16 @@ class SegLLMModel(nn.Module):
         out = self.vision_tower(pixel_values=pixels, output_hidden_states=True)
         return out.hidden_states[self.config.vision_feature_layer]
 
-    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) 0..255 -> (B, N, llm_hidden) projected patch tokens."""
+    def image_tokens(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """(B, 3, H, W) 0..255, or B images of any sizes -> (B, N, llm_hidden) projected
+        patch tokens."""
         size = self.vision_tower.config.image_size
         pixels = torch.stack([T.clip_preprocess(im, size) for im in images]).to(self.dtype)
         return self.projector(self._vision_states(pixels)[:, 1:])
 
-    def sam_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) 0..255 -> (B, C, h, w) SAM image embeddings."""
+    def sam_embedding(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """(B, 3, H, W) 0..255, or B images of any sizes -> (B, C, h, w) SAM image
+        embeddings."""
         size = self.config.sam.image_size
         x = torch.stack([T.sam_preprocess(im, size, self.sam.pixel_mean, self.sam.pixel_std)
                          for im in images])
