@@ -43,7 +43,7 @@ from segllm_training.train import train
 from segllm_training.train_config import TrainConfig
 from segllm_training.train_demo import EVAL_SEED  # held out from every training stream
 
-QUICK_CONFIG = Path(__file__).resolve().parents[1] / "config" / "train" / "tabletop_tiny.yaml"
+QUICK_CONFIG = Path("config") / "train" / "tabletop_tiny.yaml"  # in the repository root
 NO_REFERENCE = {"dense_reference_prompt": False, "reference_token_dropout": 1.0,
                 "mask_aware_decoding": False}
 
@@ -168,7 +168,8 @@ def render(results: dict, all_reports: dict[str, Report], ambiguous: dict[str, R
 
 
 def quick_config(steps: int) -> TrainConfig:
-    cfg = TrainConfig.load(QUICK_CONFIG)
+    source_tree = Path(__file__).resolve().parents[1] / QUICK_CONFIG
+    cfg = TrainConfig.load(QUICK_CONFIG if QUICK_CONFIG.is_file() else source_tree)
     cfg.max_steps = steps
     cfg.checkpoint_every = steps
     return cfg
