@@ -14,6 +14,7 @@ def test_demo_trainer_loss_falls_and_iou_rises(tmp_path):
     model_cfg, cfg = load_experiment(DEMO_CONFIG)
     cfg.batch_size, cfg.max_steps, cfg.warmup_steps = 4, 90, 10
     cfg.checkpoint_every = 1000
+    cfg.threads = 1  # 2 OpenMP threads on a shared 2-core machine run 15x slower, not faster
     _, history = train(model_cfg, cfg, tmp_path, progress=False)
     assert len(history) == 90
     loss = np.array([h["loss"] for h in history])

@@ -29,11 +29,14 @@ class SampleRound:
 class Sample:
     image: np.ndarray              # HxWx3 uint8 RGB
     rounds: list[SampleRound]
+    mask_rounds: list[int] | None = None   # 0-based rounds with a mask loss (None = all)
+    ref_keep: list[bool] | None = None     # reference-token dropout draw per reference, in
+    #                                        sequence order (None = the model draws)
 
 
 @dataclass
 class Batch:
-    images: torch.Tensor           # (B, 3, H, W) 0..255
+    images: list[torch.Tensor]     # per conversation (3, H, W) 0..255; sizes may differ
     input_ids: torch.Tensor        # (B, L)
     attention_mask: torch.Tensor   # (B, L)
     labels: torch.Tensor           # (B, L) answer tokens, IGNORE_INDEX elsewhere
@@ -45,6 +48,8 @@ class Batch:
     dense_ref: torch.Tensor        # (R, S, S) union of referenced masks, SAM input space
     first_ref: torch.Tensor        # (R, S, S) first referenced mask (mask-aware decoding)
     has_ref: torch.Tensor          # (R,) bool
+    mask_weight: torch.Tensor      # (R,) bool: round gets a mask loss
+    ref_keep: list[torch.Tensor] | None = None  # per image: (refs,) bool, None = model draws
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else
@@ -59,6 +64,7 @@ def collate(samples: list[Sample], model) -> Batch:
     size = cfg.sam.image_size
     seqs, labels, seg_batch, seg_pos, spans = [], [], [], [], []
     ref_masks, targets, dense, first, has_ref = [], [], [], [], []
+    mask_weight: list[bool] = []
     for b, sample in enumerate(samples):
         hw = sample.image.shape[:2]
         masks = [torch.from_numpy(r.mask) for r in sample.rounds]
@@ -83,6 +89,7 @@ def collate(samples: list[Sample], model) -> Batch:
             dense.append(in_space[1:].any(0) if earlier else torch.zeros(size, size, dtype=bool))
             first.append(in_space[1] if earlier else torch.zeros(size, size, dtype=bool))
             has_ref.append(bool(earlier))
+            mask_weight.append(sample.mask_rounds is None or i in sample.mask_rounds)
         seqs.append(ids)
         labels.append(lab)
         ref_masks.append(torch.stack(refs_in_order) if refs_in_order
@@ -99,8 +106,11 @@ def collate(samples: list[Sample], model) -> Batch:
     turn_pool = torch.zeros(len(spans), length)
     for r, (start, end) in enumerate(spans):
         turn_pool[r, start:end] = 1.0 / (end - start)
-    images = torch.stack([T.to_tensor(s.image) for s in samples])
+    images = [T.to_tensor(s.image) for s in samples]
+    keep = None
+    if all(s.ref_keep is not None for s in samples):
+        keep = [torch.tensor(s.ref_keep, dtype=torch.bool) for s in samples]
     return Batch(images, input_ids, attn, label_t, torch.tensor(seg_batch),
                  torch.tensor(seg_pos), turn_pool, ref_masks, torch.stack(targets).float(),
                  torch.stack(dense).float(), torch.stack(first).float(),
-                 torch.tensor(has_ref))
+                 torch.tensor(has_ref), torch.tensor(mask_weight), keep)

@@ -45,10 +45,12 @@ def batch_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
     """One teacher-forced pass over whole conversations: LM loss on the answers, mask loss on
-    every round's target (and its referenced object when mask-aware decoding is on)."""
+    every round's target (and its referenced object when mask-aware decoding is on); only
+    the rounds in ``batch.mask_weight`` are decoded (upstream: k random rounds)."""
     image_tokens = model.image_tokens(batch.images)
-    ref_tokens = torch.cat([model.reference_tokens(img, refs)
-                            for img, refs in zip(batch.images, batch.ref_masks, strict=True)])
+    keeps = batch.ref_keep if batch.ref_keep is not None else [None] * len(batch.ref_masks)
+    ref_tokens = torch.cat([model.reference_tokens(img, refs, keep) for img, refs, keep
+                            in zip(batch.images, batch.ref_masks, keeps, strict=True)])
     embeds = model.embed(batch.input_ids, image_tokens.flatten(0, 1), ref_tokens)
     hidden = model.llm_hidden(embeds, batch.attention_mask).last_hidden_state
     logits = model.llm.get_output_embeddings()(hidden[:, :-1])
@@ -60,8 +62,10 @@ def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, di
     sam_emb = model.sam_embedding(batch.images)
     size = model.config.sam.image_size
     target_logits, target_iou, ref_logits, ref_targets = [], [], [], []
-    for b in range(batch.images.shape[0]):
-        idx = (batch.seg_batch == b).nonzero().flatten()
+    for b in range(len(batch.images)):
+        idx = ((batch.seg_batch == b) & batch.mask_weight).nonzero().flatten()
+        if idx.numel() == 0:
+            continue
         dense = batch.dense_ref[idx]
         slots = [prompts[idx, 0]]
         with_ref = idx[batch.has_ref[idx]]
@@ -76,8 +80,9 @@ def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, di
             ref_logits.append(up[idx.numel():])
             ref_targets.append(batch.first_ref[with_ref])
     target_logits_t = torch.cat(target_logits)
-    loss_target = mask_loss(target_logits_t, batch.targets, w)
-    ious = batch_iou(target_logits_t, batch.targets)
+    targets = batch.targets[batch.mask_weight]
+    loss_target = mask_loss(target_logits_t, targets, w)
+    ious = batch_iou(target_logits_t, targets)
     iou_loss = F.mse_loss(torch.cat(target_iou), ious.detach())
     loss = w.text * text_loss + w.target * loss_target + w.iou * iou_loss
     metrics = {"text": text_loss.item(), "mask": loss_target.item(), "iou_pred": iou_loss.item()}

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from segllm_ros.engine.conversation import Frame, Round
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
-from segllm_ros.interface.mask_codec import mask_iou
 from segllm_ros.model.segllm import SegLLMModel
+from segllm_training.data import tabletop_item
+from segllm_training.evaluate import run_conversation
 from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_dataset
 from segllm_training.train_demo import EVAL_SEED
 
@@ -52,22 +52,11 @@ def evaluate(engine: SegLLMEngine, conversations: list[TabletopConversation],
     report = EvalReport()
     for n, conv in enumerate(conversations):
         cid = f"eval-{n}"
-        engine.reset(cid)
-        frame = Frame.create(conv.scene.image, n + 1, "tabletop")
-        for i, rnd in enumerate(conv.rounds, start=1):
-            truth = conv.scene.target_mask(rnd.target)
-            result = engine.segment(cid, rnd.query, frame, ref_rounds=rnd.ref_rounds)
-            report.iou_per_round.setdefault(i, []).append(mask_iou(result.mask, truth))
-            twin = conv.scene.twin_of(rnd.target)
-            if rnd.ambiguous_without_reference and twin is not None:
-                wrong = conv.scene.target_mask(twin)
+        for outcome in run_conversation(engine, tabletop_item(conv, cid), history, cid):
+            report.iou_per_round.setdefault(outcome.round, []).append(outcome.iou)
+            if outcome.twin_hit is not None:
                 report.twin_total += 1
-                report.twin_hits += int((result.mask & truth).sum() > (result.mask & wrong).sum())
-            if history == "ground_truth":
-                stored = engine.store.get(cid)
-                stored.rounds[-1] = Round.from_mask(i, rnd.query, result.text, result.ref_rounds,
-                                                    truth, result.score, frame)
-                stored.invalidate_runtime()
+                report.twin_hits += int(outcome.twin_hit)
     return report
 
 

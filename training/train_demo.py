@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -25,11 +23,12 @@ from tqdm import tqdm
 
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_ros.model.tokenizer import WORD_PATTERN, build_word_tokenizer
 from segllm_training.batch import Sample, SampleRound, collate
+from segllm_training.build import word_tokenizer
 from segllm_training.losses import LossWeights, forward_batch
 from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_conversation
 from segllm_training.tabletop import vocabulary as tabletop_vocabulary
+from segllm_training.train import lr_factor
 
 TRAIN_SEED = 0
 EVAL_SEED = 1_000_003  # held-out conversations come from a different stream
@@ -76,20 +75,15 @@ def conversation_stream(seed: int, cfg: TabletopConfig) -> Iterator[TabletopConv
 
 def demo_tokenizer(model_cfg: SegLLMConfig, tabletop_cfg: TabletopConfig):
     """Closed vocabulary: the tabletop queries plus the conversation template's words."""
-    template = f"{model_cfg.system_prompt} USER: ASSISTANT: {model_cfg.seg_answer}"
-    words = list(tabletop_vocabulary(tabletop_cfg)) + re.findall(WORD_PATTERN, template)
-    return build_word_tokenizer(w for w in words if w not in ("<seg>",))
+    return word_tokenizer(model_cfg, tabletop_vocabulary(tabletop_cfg))
 
 
 def lr_at(step: int, minutes: float, cfg: DemoTrainConfig) -> float:
     """Linear warmup, then cosine down to ``min_lr_ratio`` of the peak. Progress is the further
     of the step and the time budget, so a slower machine still ends on a decayed rate."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, max((step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps),
-                            minutes / cfg.max_minutes))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(
-        math.pi * progress)))
+    steps = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio,
+                              progress=max(steps, minutes / cfg.max_minutes))
 
 
 def load_experiment(path: str | Path) -> tuple[SegLLMConfig, DemoTrainConfig]:

@@ -176,8 +176,9 @@ class SegLLMModel(nn.Module):
         out = self.vision_tower(pixel_values=pixels, output_hidden_states=True)
         return out.hidden_states[self.config.vision_feature_layer]
 
-    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) 0..255 -> (B, N, llm_hidden) projected patch tokens."""
+    def image_tokens(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """(B, 3, H, W) 0..255, or B images of any sizes -> (B, N, llm_hidden) projected
+        patch tokens."""
         size = self.vision_tower.config.image_size
         return self.vision_tokens(T.clip_batch(images, size).to(self.dtype))
 
@@ -185,8 +186,9 @@ class SegLLMModel(nn.Module):
         """CLIP pixels (B, 3, S, S) -> (B, N, llm_hidden): the exported vision graph."""
         return self.projector(self._vision_states(pixels)[:, 1:])
 
-    def sam_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) 0..255 -> (B, C, h, w) SAM image embeddings."""
+    def sam_embedding(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """(B, 3, H, W) 0..255, or B images of any sizes -> (B, C, h, w) SAM image
+        embeddings."""
         x = T.sam_batch(images, self.config.sam.image_size, self.sam.pixel_mean,
                         self.sam.pixel_std)
         return self.sam.image_encoder(x.to(self.dtype))
@@ -199,25 +201,30 @@ class SegLLMModel(nn.Module):
         return FrameFeatures(img, self.image_tokens(img[None])[0], self.sam_embedding(img[None]))
 
     # -------------------------------------------------------- reference input
-    def reference_tokens(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def reference_tokens(self, image: torch.Tensor, masks: torch.Tensor,
+                         keep: torch.Tensor | None = None) -> torch.Tensor:
         """Mask-encoding scheme: for each earlier mask (R, H, W) one mask token (CLIP CLS of
         the masked crop -> projector) and one box token. Returns (2R, hidden) interleaved
-        [mask_1, box_1, mask_2, ...]. Dropped with p in training, scaled by 1-p otherwise."""
+        [mask_1, box_1, mask_2, ...]. Dropped with p in training, scaled by 1-p otherwise;
+        ``keep`` (R,) bool is the training draw when the caller makes it (the trainer does, so
+        the draw depends on the sample, not on the process)."""
         if masks.shape[0] == 0:
             return torch.zeros(0, self.box_encoder.out_features, device=image.device)
         crops, boxes = T.reference_inputs(image, masks, self.vision_tower.config.image_size)
-        tokens = self.encode_references(crops.to(self.dtype), boxes.to(self.dtype))
+        tokens = self.encode_references(crops.to(self.dtype), boxes.to(self.dtype), keep)
         return tokens.reshape(-1, tokens.shape[-1])
 
-    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor,
+                          keep: torch.Tensor | None = None) -> torch.Tensor:
         """CLIP pixels of masked crops (R, 3, S, S) + boxes (R, 4) -> (R, 2, hidden) [mask
         token, box token]: the exported mask-encoder graph."""
         mask_tok = self.mask_projector(self._vision_states(crops)[:, 0])
         tokens = torch.stack([mask_tok, self.box_encoder(boxes)], dim=1)
         p = self.config.reference_token_dropout
         if self.training and p > 0:
-            keep = (torch.rand(tokens.shape[0], 1, 1, device=tokens.device) >= p)
-            tokens = tokens * keep.to(tokens.dtype)
+            if keep is None:
+                keep = torch.rand(tokens.shape[0], device=tokens.device) >= p
+            tokens = tokens * keep.view(-1, 1, 1).to(tokens.device, tokens.dtype)
         elif p > 0:
             tokens = tokens * (1.0 - p)
         return tokens
