@@ -9,18 +9,23 @@ import logging
 import cv2
 import numpy as np
 import pytest
+from helpers import tiny_model
 from train_helpers import tiny_config
 
+from segllm_training.batch import collate
 from segllm_training.data import (
+    Item,
     MixtureSampler,
     SampleConfig,
     Source,
     SourceConfig,
     source_weights,
     tabletop_item,
+    to_sample,
 )
 from segllm_training.mrseg import lisa
 from segllm_training.mrseg.schema import (
+    INPUT_MASK_TOKEN,
     ConversationRecord,
     RoundRecord,
     encode_mask,
@@ -128,3 +133,28 @@ def test_trainer_runs_through_broken_data_and_counts_it(tmp_path):
     assert len(records) == 3 and all(np.isfinite(r["loss"]) for r in records)
     assert records[0]["bad_data"] >= 1              # the corrupt line, counted at start
     assert records[-1]["bad_data"] > records[0]["bad_data"]  # missing images as drawn
+
+
+def test_mrseg_hard_input_mask_is_encoded_as_the_rounds_reference():
+    """"[encode X] segment the other chair": X goes in as reference input (tokens + dense
+    prompt), the placeholder leaves the text, and "the other" is not read as "the previous
+    round" (there is none)."""
+    x = np.zeros((H, W), bool)
+    x[2:8, 2:8] = True
+    y = np.zeros((H, W), bool)
+    y[10:20, 20:30] = True
+    record = ConversationRecord("hard-0", "mrseg_hard", "train", "img.png", H, W, [
+        RoundRecord(query=f"{INPUT_MASK_TOKEN} segment the other chair", mask=encode_mask(y),
+                    input_mask=encode_mask(x), caption="other chair")])
+    image = np.full((H, W, 3), 128, np.uint8)
+    sample = to_sample(Item(record, image), np.random.default_rng(0), reference_dropout=0.0)
+    rnd = sample.rounds[0]
+    assert rnd.query == "segment the other chair" and rnd.ref_rounds == []
+    assert len(rnd.input_masks) == 1 and (rnd.input_masks[0] == x).all()
+    assert sample.ref_keep == [True]
+    model = tiny_model()
+    batch = collate([sample], model)
+    ref_id = model.ref_token_id
+    assert int((batch.input_ids == ref_id).sum()) == 2  # one mask + one box token
+    assert (batch.ref_masks[0][0].numpy() == x).all()
+    assert bool(batch.has_ref[0]) and batch.dense_ref[0].sum() > 0

@@ -7,7 +7,7 @@ decoded into a mask, the referenced rounds' ground-truth masks go in as referenc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,6 +23,14 @@ class SampleRound:
     query: str
     ref_rounds: list[int]          # 1-based earlier rounds referenced by this round
     mask: np.ndarray               # bool HxW target
+    # Masks given in the user turn itself (MRSeg-hard's "[encode X] the other <class>"):
+    # encoded after the referenced rounds' masks, exactly like them.
+    input_masks: list[np.ndarray] = field(default_factory=list)
+
+    def reference_masks(self, round_masks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The masks this round's reference input encodes, in order."""
+        return ([round_masks[k - 1] for k in self.ref_rounds]
+                + [torch.from_numpy(m) for m in self.input_masks])
 
 
 @dataclass
@@ -72,7 +80,8 @@ def collate(samples: list[Sample], model) -> Batch:
         lab: list[int] = []
         refs_in_order: list[torch.Tensor] = []
         for i, rnd in enumerate(sample.rounds):
-            rt = tokenize_round(tok, cfg, rnd.query, cfg.seg_answer, len(rnd.ref_rounds),
+            earlier = rnd.reference_masks(masks)
+            rt = tokenize_round(tok, cfg, rnd.query, cfg.seg_answer, len(earlier),
                                 first=i == 0, num_image_tokens=model.num_image_tokens)
             offset = len(ids)
             seg_at = offset + len(rt.user_ids) + rt.answer_ids.index(model.seg_token_id)
@@ -81,7 +90,6 @@ def collate(samples: list[Sample], model) -> Batch:
             lab += [IGNORE_INDEX] * len(rt.user_ids) + rt.answer_ids
             seg_batch.append(b)
             seg_pos.append(seg_at)
-            earlier = [masks[k - 1] for k in rnd.ref_rounds]
             refs_in_order += earlier
             frame_masks = torch.stack([masks[i], *earlier]).float()
             in_space = T.resize_to_input_frame(frame_masks, hw, size) > 0.5

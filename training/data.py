@@ -24,6 +24,7 @@ from segllm_ros.engine.references import resolve_references
 from segllm_training.batch import Sample, SampleRound
 from segllm_training.mrseg import lisa
 from segllm_training.mrseg.schema import (
+    INPUT_MASK_TOKEN,
     ConversationRecord,
     RecordError,
     RoundRecord,
@@ -207,13 +208,18 @@ def to_sample(item: Item, rng: np.random.Generator | None = None,
     rounds = item.record.rounds[: cfg.max_rounds]
     out = []
     for i, rnd in enumerate(rounds):
-        refs = resolve_references(rnd.query, rnd.ref_rounds, i, max_refs=len(rounds))
-        out.append(SampleRound(rnd.query, refs, decode_mask(rnd.mask)))
+        if rnd.input_mask is None:
+            refs = resolve_references(rnd.query, rnd.ref_rounds, i, max_refs=len(rounds))
+            out.append(SampleRound(rnd.query, refs, decode_mask(rnd.mask)))
+        else:  # the query's "the other" means the given mask, not the previous round
+            query = " ".join(rnd.query.replace(INPUT_MASK_TOKEN, " ").split())
+            out.append(SampleRound(query, list(rnd.ref_rounds), decode_mask(rnd.mask),
+                                   [decode_mask(rnd.input_mask)]))
     sample = Sample(item.image, out)
     if rng is not None:
         if 0 < cfg.mask_rounds < len(out):
             sample.mask_rounds = sorted(int(k) for k in rng.choice(len(out), cfg.mask_rounds,
                                                                    replace=False))
-        n_refs = sum(len(r.ref_rounds) for r in out)
+        n_refs = sum(len(r.ref_rounds) + len(r.input_masks) for r in out)
         sample.ref_keep = (rng.random(n_refs) >= reference_dropout).tolist()
     return sample
