@@ -93,17 +93,22 @@ def load_experiment(path: str | Path) -> tuple[SegLLMConfig, DemoTrainConfig]:
 
 def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path, progress: bool = True,
           init: Path | None = None) -> tuple[SegLLMModel, list[dict]]:
-    """Train from scratch, or go on from the checkpoint ``init`` (fresh schedule)."""
+    """Train from scratch, or go on from the checkpoint ``init`` (fresh schedule; the log
+    continues the earlier stages' log, with steps counted from the first stage)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    history: list[dict] = []
     if init is not None:
         model = SegLLMModel.from_pretrained(init).train()
+        log = init / "train_log.json"
+        history = json.loads(log.read_text()) if log.is_file() else []
     else:
         model = SegLLMModel(model_cfg, demo_tokenizer(model_cfg, cfg.tabletop)).train()
+    first_step = history[-1]["step"] + 1 if history else 0
+    stage = history[-1].get("stage", 0) + 1 if history else 0
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     stream = conversation_stream(cfg.seed, cfg.tabletop)
-    history: list[dict] = []
     start = time.monotonic()
     bar = tqdm(range(cfg.max_steps), disable=not progress, desc="train_demo")
     for step in bar:
@@ -119,7 +124,7 @@ def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path, progress: bo
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        metrics.update(step=step, lr=lr, minutes=minutes)
+        metrics.update(step=first_step + step, stage=stage, lr=lr, minutes=minutes)
         history.append(metrics)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", iou=f"{metrics['iou']:.3f}")
         if (step + 1) % cfg.checkpoint_every == 0:
@@ -143,14 +148,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-minutes", type=float)
     parser.add_argument("--init", type=Path, help="continue from this checkpoint")
     parser.add_argument("--seed", type=int, help="data stream seed (default: config)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: config)")
+    parser.add_argument("--warmup-steps", type=int, help="default: config")
     args = parser.parse_args(argv)
     model_cfg, cfg = load_experiment(args.config)
     if args.max_steps:
         cfg.max_steps = args.max_steps
     if args.max_minutes:
         cfg.max_minutes = args.max_minutes
-    if args.seed is not None:
-        cfg.seed = args.seed
+    for name in ("seed", "lr", "warmup_steps"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
     train(model_cfg, cfg, Path(args.out), init=args.init)
 
 
