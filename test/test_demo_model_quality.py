@@ -2,10 +2,10 @@
 engine, with the model's own earlier outputs as references (nothing from ground truth is fed
 back).
 
-The issue-2 bar (round-1 IoU >= 0.85, mean IoU rounds 1-5 >= 0.85, twin choice >= 95%, and
-twin choice <= 60% with the references blanked) is not met by the current checkpoint: that
-test is an expected failure until a better checkpoint lands (it turns into XPASS then). The
-guard below holds today and catches a broken or untrained bundled model.
+The issue-2 bar: twin choice >= 95%, and <= 60% with the references blanked (met), round-1
+IoU >= 0.85 and mean IoU rounds 1-5 >= 0.85 (not met yet by the bundled checkpoint: an
+expected failure until a better one lands; it turns into XPASS then). The named-object guard
+catches a broken or untrained bundled model.
 """
 
 from __future__ import annotations
@@ -31,18 +31,31 @@ def data():
     return held_out(50)
 
 
-@pytest.mark.xfail(strict=False, reason="demo checkpoint below the issue-2 quality bar: twins "
-                                        "are not told apart yet (see the issue note)")
-def test_demo_model_meets_the_issue_quality_bar(model, data):
+@pytest.fixture(scope="module")
+def reports(model, data):
+    """(with references, references blanked) on the same conversations."""
     report = evaluate(SegLLMEngine(model), data)
     blanked = evaluate(SegLLMEngine(model, EngineConfig(blank_references=True)), data)
     print("with references:", report.summary())
     print("references blanked:", blanked.summary())
+    return report, blanked
+
+
+def test_demo_model_tells_twins_apart_through_its_own_earlier_outputs(reports):
+    """The issue's twin bar: >= 95% right twin on rounds only an earlier output resolves,
+    and <= 60% once the references are blanked (so they are what is used)."""
+    report, blanked = reports
     assert report.twin_total >= 30
-    assert report.mean_iou(range(1, 2)) >= 0.85
-    assert report.mean_iou(range(1, 6)) >= 0.85
     assert report.twin_choice >= 0.95
     assert blanked.twin_choice <= 0.60
+
+
+@pytest.mark.xfail(strict=False, reason="demo checkpoint below the issue-2 IoU bar (round 1 "
+                                        "0.81, rounds 1-5 0.76; see the issue note)")
+def test_demo_model_meets_the_issue_iou_bar(reports):
+    report, _ = reports
+    assert report.mean_iou(range(1, 2)) >= 0.85
+    assert report.mean_iou(range(1, 6)) >= 0.85
 
 
 def named_object_iou(model, data) -> tuple[float, int]:
