@@ -10,6 +10,7 @@ per-image seeds (:func:`generators.common.image_rng`) keep the output identical 
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,13 @@ class BuildReport:
     """Messages (file, record) of inputs skipped under ``skip_bad``."""
 
 
-def _init(name: str, cfg: BuildConfig) -> None:
+def _init(name: str, cfg: BuildConfig, forked: bool = False) -> None:
     global _STATE
     _STATE = (SOURCES[name], cfg)
+    if forked and "torch" in sys.modules:
+        # A child forked from a parent whose OpenMP pool is running hangs in its first
+        # parallel region (libgomp is not fork-safe); one thread never enters one.
+        sys.modules["torch"].set_num_threads(1)
 
 
 def _work(entry: ImageEntry) -> tuple[list[ConversationRecord], str | None]:
@@ -81,7 +86,7 @@ def generate(
     bar = tqdm(total=len(entries), desc=name, unit="img", disable=not progress)
     if workers > 1:
         ctx = multiprocessing.get_context("fork")
-        pool = ctx.Pool(workers, initializer=_init, initargs=(name, cfg))
+        pool = ctx.Pool(workers, initializer=_init, initargs=(name, cfg, True))
         results = pool.imap(
             _work, entries, chunksize=max(1, min(64, len(entries) // (8 * workers)))
         )
