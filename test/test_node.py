@@ -97,7 +97,9 @@ def test_result_uses_the_frame_actually_segmented(op):
     old = image_msg(frame(2), frame_id="a")
     op.publish_image(old)
     new = image_msg(frame(3), frame_id="b")
-    op.publish_image(new)
+    # a loaded executor may still hold the new frame's callback behind the query's: give the
+    # node time to store it, so "latest" is unambiguous
+    op.publish_image(new, settle=1.5)
     latest = op.ask("the red circle", conversation="frames")
     assert latest.header.frame_id == "b"
     by_stamp = op.ask("the red circle", conversation="frames-2",
