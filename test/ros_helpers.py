@@ -91,6 +91,17 @@ class Operator(Node):
                 raise TimeoutError("the segllm node does not subscribe to query/image")
             time.sleep(0.05)
 
+    def wait_gone(self, timeout: float = 30.0) -> None:
+        """Until discovery has dropped a stopped node's endpoints, so that a following
+        ``wait_ready`` is answered by the node started next and not by the one before it."""
+        deadline = time.monotonic() + timeout
+        while (self.reset_client.service_is_ready()
+               or self.query_pub.get_subscription_count() > 0
+               or self.image_pub.get_subscription_count() > 0):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the stopped segllm node is still discovered")
+            time.sleep(0.05)
+
     def publish_image(self, msg: Image, settle: float = 0.3, repeats: int = 3) -> None:
         """SensorData QoS is best effort: send the frame a few times, then let it arrive."""
         for _ in range(repeats):

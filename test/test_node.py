@@ -281,6 +281,7 @@ def test_restart_with_state_dir_continues_the_conversation(ros, checkpoint, tmp_
         r1 = operator.ask("the red circle", conversation="robot")
         operator.ask("the blue square to the left of it", conversation="robot")
         assert stop_node(first) == 0
+        operator.wait_gone()
         second = start_node(checkpoint, tmp_path / "b.log", namespace=ns,
                             state_dir=str(state), max_image_age=0.0)
         operator.wait_ready()
