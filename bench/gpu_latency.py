@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -45,7 +44,8 @@ from segllm_ros.engine.conversation import Frame
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_ros.model.tokenizer import WORD_PATTERN, build_word_tokenizer
+from segllm_training.tabletop import TabletopConfig
+from segllm_training.train_demo import demo_tokenizer
 
 NAMES = ["red mug", "blue bowl", "green bottle", "white plate", "black phone", "yellow cup"]
 DEFAULT_CONFIG = ROOT / "config" / "models" / "segllm_7b_sam_vit_h.yaml"
@@ -103,7 +103,8 @@ def floors(model: SegLLMModel, rates: dict[str, float]) -> dict[str, Any]:
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model.sam.image_encoder(x)
     sam_flops = counter.get_total_flops()
-    # A read is half a copy's traffic: one weight read per round at the measured rate.
+    # A copy moves each byte twice (read + write); its bytes/s is the rate one weight read
+    # per round can reach.
     return {"llm_weight_bytes": llm_bytes,
             "llm_weight_read_ms": llm_bytes / rates["copy_bytes_per_s"] * 1e3,
             "sam_encoder_flops": sam_flops,
@@ -119,19 +120,11 @@ def build_model(config_path: Path, device: torch.device, tiny: bool) -> SegLLMMo
         for key, value in TINY.items():
             data[key] = {**data[key], **value}
         config = SegLLMConfig.from_dict(data)
-    words = [w for name in NAMES for w in name.split()] + list(script_words(config))
-    tokenizer = build_word_tokenizer(words)
-    with torch.device(device):
-        model = SegLLMModel(config, tokenizer)
+    with torch.device(device):  # words outside the demo vocabulary still count one token each
+        model = SegLLMModel(config, demo_tokenizer(config, TabletopConfig()))
     model.to(device)  # buffers made by legacy constructors (SAM's pixel_mean) ignore the context
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     return model.to_precision(dtype).eval()
-
-
-def script_words(config: SegLLMConfig) -> list[str]:
-    text = " ".join([config.system_prompt, "USER: ASSISTANT:", config.seg_answer] +
-                    [t.query for t in script_conversation(NAMES, 8)])
-    return [w for w in re.findall(WORD_PATTERN, text) if not w.startswith("<")]
 
 
 def camera_frame(index: int, seed: int = 0) -> Frame:
