@@ -35,38 +35,22 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import importlib.util
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+# bench/source_tree.py: import ``segllm_ros`` and ``segllm_training`` from this checkout, not
+# from the copies installed into the venv, so the benchmark measures the code next to it
+# even when it was edited since the last ``make install``.
+from source_tree import ROOT, use_source_tree
 
-
-def _use_source_tree() -> None:
-    """Import ``segllm_ros`` and ``segllm_training`` from this checkout, not from the copies
-    installed into the venv, so the benchmark measures the code next to it even when it was
-    edited since the last ``make install`` (same mapping as ``test/conftest.py``)."""
-    sys.path.insert(0, str(ROOT))
-    training = ROOT / "training" / "__init__.py"
-    if "segllm_training" not in sys.modules and training.is_file():
-        spec = importlib.util.spec_from_file_location(
-            "segllm_training", training, submodule_search_locations=[str(training.parent)]
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["segllm_training"] = module
-        spec.loader.exec_module(module)
-
-
-_use_source_tree()
+use_source_tree()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # transformers 5.x deprecates the ``past_key_values`` keyword the engine passes. The warning
