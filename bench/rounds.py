@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import os
 import platform
@@ -73,6 +72,7 @@ from segllm_ros.engine.engine import (  # noqa: E402
 )
 from segllm_ros.model.segllm import WEIGHTS_NAME  # noqa: E402
 from segllm_ros.paths import default_model_path  # noqa: E402
+from segllm_ros.runtime.manifest import file_sha256  # noqa: E402
 from segllm_training.relations import ABOVE, BELOW, LEFT, RIGHT  # noqa: E402
 from segllm_training.tabletop import TabletopConfig, generate_scene  # noqa: E402
 
@@ -169,7 +169,7 @@ def model_info(path: Path) -> dict[str, Any]:
     weights = path / WEIGHTS_NAME
     info: dict[str, Any] = {"path": str(path)}
     if weights.is_file():
-        info["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        info["weights_sha256"] = file_sha256(weights)
         info["weights_bytes"] = weights.stat().st_size
     log = path / "train_log.json"
     try:
