@@ -72,7 +72,7 @@ from segllm_ros.engine.engine import (  # noqa: E402
 )
 from segllm_ros.model.segllm import WEIGHTS_NAME  # noqa: E402
 from segllm_ros.paths import default_model_path  # noqa: E402
-from segllm_ros.runtime.manifest import file_sha256  # noqa: E402
+from segllm_ros.runtime.manifest import DeploymentError, file_sha256  # noqa: E402
 from segllm_training.relations import ABOVE, BELOW, LEFT, RIGHT  # noqa: E402
 from segllm_training.tabletop import TabletopConfig, generate_scene  # noqa: E402
 
@@ -294,11 +294,14 @@ def bench_runtime(model_path: Path, backend: str, engine_dir: Path | None, out: 
     export is given (an existing matching export in ``<out>/onnx`` is reused)."""
     if backend == "torch":
         return load_runtime(str(model_path))
-    from segllm_ros.export import ensure_export
-
     engine_dir = engine_dir or out / "onnx"
-    ensure_export(model_path, engine_dir)
-    return load_runtime(str(model_path), backend=backend, engine_dir=str(engine_dir))
+    try:  # loading checks the export against the checkpoint (hashes): done once, here
+        return load_runtime(str(model_path), backend=backend, engine_dir=str(engine_dir))
+    except DeploymentError:
+        from segllm_ros.export import export_checkpoint
+
+        export_checkpoint(model_path, engine_dir)
+        return load_runtime(str(model_path), backend=backend, engine_dir=str(engine_dir))
 
 
 def result_name(backend: str) -> str:
