@@ -34,39 +34,22 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
-import importlib.util
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+# bench/source_tree.py: import ``segllm_ros`` and ``segllm_training`` from this checkout, not
+# from the copies installed into the venv, so the benchmark measures the code next to it
+# even when it was edited since the last ``make install``.
+from source_tree import ROOT, use_source_tree
 
-
-def _use_source_tree() -> None:
-    """Import ``segllm_ros`` and ``segllm_training`` from this checkout, not from the copies
-    installed into the venv, so the benchmark measures the code next to it even when it was
-    edited since the last ``make install`` (same mapping as ``test/conftest.py``)."""
-    sys.path.insert(0, str(ROOT))
-    training = ROOT / "training" / "__init__.py"
-    if "segllm_training" not in sys.modules and training.is_file():
-        spec = importlib.util.spec_from_file_location(
-            "segllm_training", training, submodule_search_locations=[str(training.parent)]
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["segllm_training"] = module
-        spec.loader.exec_module(module)
-
-
-_use_source_tree()
+use_source_tree()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # transformers 5.x deprecates the ``past_key_values`` keyword the engine passes. The warning
@@ -89,6 +72,7 @@ from segllm_ros.engine.engine import (  # noqa: E402
 )
 from segllm_ros.model.segllm import WEIGHTS_NAME  # noqa: E402
 from segllm_ros.paths import default_model_path  # noqa: E402
+from segllm_ros.runtime.manifest import DeploymentError, file_sha256  # noqa: E402
 from segllm_training.relations import ABOVE, BELOW, LEFT, RIGHT  # noqa: E402
 from segllm_training.tabletop import TabletopConfig, generate_scene  # noqa: E402
 
@@ -185,7 +169,7 @@ def model_info(path: Path) -> dict[str, Any]:
     weights = path / WEIGHTS_NAME
     info: dict[str, Any] = {"path": str(path)}
     if weights.is_file():
-        info["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        info["weights_sha256"] = file_sha256(weights)
         info["weights_bytes"] = weights.stat().st_size
     log = path / "train_log.json"
     try:
@@ -310,11 +294,14 @@ def bench_runtime(model_path: Path, backend: str, engine_dir: Path | None, out: 
     export is given (an existing matching export in ``<out>/onnx`` is reused)."""
     if backend == "torch":
         return load_runtime(str(model_path))
-    from segllm_ros.export import ensure_export
-
     engine_dir = engine_dir or out / "onnx"
-    ensure_export(model_path, engine_dir)
-    return load_runtime(str(model_path), backend=backend, engine_dir=str(engine_dir))
+    try:  # loading checks the export against the checkpoint (hashes): done once, here
+        return load_runtime(str(model_path), backend=backend, engine_dir=str(engine_dir))
+    except DeploymentError:
+        from segllm_ros.export import export_checkpoint
+
+        export_checkpoint(model_path, engine_dir)
+        return load_runtime(str(model_path), backend=backend, engine_dir=str(engine_dir))
 
 
 def result_name(backend: str) -> str:

@@ -320,11 +320,7 @@ def load_runtime(model_path: str, device: str = "cpu", backend: str = "torch",
     if backend == "onnxruntime":
         from segllm_ros.runtime.onnxruntime import load_onnxruntime
 
-        runtime = load_onnxruntime(model_path, onnx_dir, device)
-        if precision != runtime.manifest.precision:
-            raise ValueError(f"{onnx_dir} holds {runtime.manifest.precision} graphs; "
-                             f"precision {precision!r} needs another export")
-        return runtime
+        return load_onnxruntime(model_path, onnx_dir, device, precision)
     if backend == "tensorrt":
         from segllm_ros.runtime.tensorrt import load_tensorrt
 

@@ -72,14 +72,3 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = 
     manifest.save(out)
     return manifest
 
-
-def ensure_export(checkpoint: str | Path, out: str | Path) -> Manifest:
-    """The export of ``checkpoint`` in ``out``: reused when it checks out, else (re)made."""
-    from segllm_ros.runtime.manifest import DeploymentError
-
-    try:
-        manifest = Manifest.read(out)
-        manifest.check(out, checkpoint)
-        return manifest
-    except DeploymentError:
-        return export_checkpoint(checkpoint, out)

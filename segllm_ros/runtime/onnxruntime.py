@@ -46,11 +46,16 @@ class OrtSession:
         return {k: torch.from_numpy(v) for k, v in zip(self.output_names, outs, strict=True)}
 
 
-def load_onnxruntime(checkpoint: str | Path, onnx_dir: str | Path, device: str = "cpu"
-                     ) -> GraphRuntime:
-    """Check the export against ``checkpoint`` and open every graph (configure time)."""
+def load_onnxruntime(checkpoint: str | Path, onnx_dir: str | Path, device: str = "cpu",
+                     precision: str | None = None) -> GraphRuntime:
+    """Check the export against ``checkpoint`` (and ``precision``, when given) and open every
+    graph (configure time)."""
     onnx_dir = Path(onnx_dir)
     manifest = Manifest.read(onnx_dir)
+    if precision is not None and precision != manifest.precision:
+        # before hashing the checkpoint and the graphs and opening sessions for nothing
+        raise ValueError(f"{onnx_dir} holds {manifest.precision} graphs; "
+                         f"precision {precision!r} needs another export")
     manifest.check(onnx_dir, checkpoint)
     providers = providers_for(device)
     fix = export_command(checkpoint, onnx_dir)
