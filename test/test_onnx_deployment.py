@@ -3,7 +3,7 @@
 rounds and masks as torch, and a broken deployment fails at load time with the fix.
 
 Tolerances (fp32 graphs on CPU): mask IoU >= 0.99 per round; SAM low-res mask logits and
-LM-head logits within 1e-3 absolute of torch (observed: 9e-5 and 4e-6); IoU score
+LM-head logits within 1e-3 absolute of torch (the parity test prints what it observes); IoU score
 within 1e-4.
 """
 
@@ -115,16 +115,20 @@ def test_onnx_parity_six_round_conversation(model, ort_runtime, conversation, ge
                                             generate_text=generate_text)
     got, decoded, logits = converse(ort_runtime, conversation, generate_text=generate_text)
     assert len(got) == 6 and sum(r.found for r in ref) >= 5
+    ious, mask_diffs = [], []
     for a, b, (la, _), (lb, _) in zip(ref, got, ref_decoded, decoded, strict=True):
         assert (b.round_index, b.ref_rounds, b.text) == (a.round_index, a.ref_rounds, a.text)
-        assert mask_iou(a.mask, b.mask) >= IOU_MIN
-        assert float((la - lb).abs().max()) <= LOGIT_ATOL
+        ious.append(mask_iou(a.mask, b.mask))
+        mask_diffs.append(float((la - lb).abs().max()))
         assert b.score == pytest.approx(a.score, abs=1e-4)
+    assert min(ious) >= IOU_MIN and max(mask_diffs) <= LOGIT_ATOL
     assert len(logits) == len(ref_logits)
     if generate_text:
         assert logits and "<seg>" in got[0].text
-    for la, lb in zip(ref_logits, logits, strict=True):
-        assert float((la - lb).abs().max()) <= LOGIT_ATOL
+    lm_diffs = [float((la - lb).abs().max()) for la, lb in zip(ref_logits, logits, strict=True)]
+    assert max(lm_diffs, default=0.0) <= LOGIT_ATOL
+    print(f"onnx parity: min mask IoU {min(ious):.4f}, max mask-logit diff "
+          f"{max(mask_diffs):.1e}, max LM-logit diff {max(lm_diffs, default=0.0):.1e}")
 
 
 def test_onnx_runtime_recompute_mode_equals_cached(ort_runtime, conversation):
