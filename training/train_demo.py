@@ -81,9 +81,8 @@ def demo_tokenizer(model_cfg: SegLLMConfig, tabletop_cfg: TabletopConfig):
 def lr_at(step: int, minutes: float, cfg: DemoTrainConfig) -> float:
     """Linear warmup, then cosine down to ``min_lr_ratio`` of the peak. Progress is the further
     of the step and the time budget, so a slower machine still ends on a decayed rate."""
-    steps = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     return cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio,
-                              progress=max(steps, minutes / cfg.max_minutes))
+                              min_progress=minutes / cfg.max_minutes)
 
 
 def load_experiment(path: str | Path) -> tuple[SegLLMConfig, DemoTrainConfig]:
