@@ -30,7 +30,6 @@ from source_tree import ROOT, use_source_tree
 
 use_source_tree([ROOT / "bench" / ".deps"])  # segment-anything may be carried there
 
-from segllm_ros.model.builders import sam_config  # noqa: E402
 from segllm_ros.model.config import SamConfig, SegLLMConfig  # noqa: E402
 from segllm_ros.model.segllm import SegLLMModel  # noqa: E402
 from segllm_ros.model.tokenizer import build_word_tokenizer  # noqa: E402
@@ -47,14 +46,10 @@ from segllm_training.losses import LossWeights, forward_batch  # noqa: E402
 WORDS = ["the", "red", "green", "blue", "square", "circle", "left", "right", "of", "to",
          "output", "round", "instance", "again"]
 
-REAL = {  # LLaVA-1.5-7B (Vicuna-7B + CLIP ViT-L/14-336) and SAM ViT-H
-    "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
-               "num_attention_heads": 16, "image_size": 336, "patch_size": 14,
-               "projection_dim": 768},
-    "llm": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
-            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
-            "max_position_embeddings": 4096, "vocab_size": 32064, "rms_norm_eps": 1e-5},
-}
+REAL_CONFIG = ROOT / "config" / "models" / "segllm_7b_sam_vit_h.yaml"
+# bench/results/train_gpu_h100_*.json were measured with the CLIP ViT-L/14-336 tower and
+# LLaVA-1.5's padded 32064-row vocabulary; the yaml (DESIGN) has 224 px and 32000 rows.
+MEASURED = {"vision": {"image_size": 336}, "llm": {"vocab_size": 32064}}
 TINY = {
     "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                "num_attention_heads": 2, "image_size": 56, "patch_size": 14,
@@ -90,10 +85,17 @@ def conversations(n: int, rounds: int, size: int, seed: int) -> list[Sample]:
     return out
 
 
+def real_config() -> SegLLMConfig:
+    """The real-size architecture of ``REAL_CONFIG`` with the measured ``MEASURED`` sizes."""
+    cfg = SegLLMConfig.load(REAL_CONFIG)
+    for part, values in MEASURED.items():
+        getattr(cfg, part).update(values)
+    return cfg
+
+
 def build(tiny: bool, device: torch.device, lora_rank: int) -> SegLLMModel:
-    sizes = TINY if tiny else REAL
-    cfg = SegLLMConfig(vision=sizes["vision"], llm=sizes["llm"],
-                       sam=TINY_SAM if tiny else sam_config("vit_h"))
+    cfg = (SegLLMConfig(vision=TINY["vision"], llm=TINY["llm"], sam=TINY_SAM) if tiny
+           else real_config())
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # frozen weights are bf16 in the real recipe
     try:

@@ -95,12 +95,13 @@ def evaluate_variant(model, variant: Variant, items: list[Item], max_rounds: int
     """Per history protocol, through the engine; the LISA variants get the converted text
     and no reference input."""
     engine = SegLLMEngine(model, EngineConfig(blank_references=variant.lisa is not None))
+    shown = [Item(lisa.convert(item.record, variant.lisa), item.image, item.distractors)
+             for item in items]
     out = {}
     for history in HISTORIES:
         result = VariantEval(Report(), Report(), Report())
         for n, item in enumerate(items):
-            shown = Item(lisa.convert(item.record, variant.lisa), item.image, item.distractors)
-            outcomes = run_conversation(engine, shown, history, f"abl-{n}", max_rounds)
+            outcomes = run_conversation(engine, shown[n], history, f"abl-{n}", max_rounds)
             for outcome in outcomes:
                 result.everything.add("tabletop", "val", outcome)
                 if outcome.distractor is None:
@@ -120,12 +121,12 @@ def run(base: TrainConfig, out: Path, n_eval: int, max_rounds: int = 6,
     results: dict = {}
     all_reports: dict[str, Report] = {}
     ambiguous_reports: dict[str, Report] = {}
+    items = held_out_items(tabletop, n_eval)       # the same conversations for every variant
     for variant in variants:
         t0 = time.monotonic()
         model = train(variant_config(base, variant), out / variant.name, progress=progress)
         train_s = time.monotonic() - t0
-        reports = evaluate_variant(model, variant, held_out_items(tabletop, n_eval),
-                                   max_rounds)
+        reports = evaluate_variant(model, variant, items, max_rounds)
         entry = {"label": variant.label, "train_s": round(train_s, 1)}
         for history, result in reports.items():
             short = "GT" if history == "ground_truth" else "pred"

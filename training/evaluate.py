@@ -158,13 +158,16 @@ def run_conversation(engine: SegLLMEngine, item: Item, history: str, conv_id: st
     return outcomes
 
 
-def evaluate_items(engine: SegLLMEngine, items: Iterable[Item], history: str,
-                   max_rounds: int | None = None) -> Report:
-    report = Report()
+def evaluate_items(engine: SegLLMEngine, items: Iterable[Item], histories: Iterable[str],
+                   max_rounds: int | None = None) -> dict[str, Report]:
+    """One report per history protocol, in a single pass over ``items`` (each image is
+    loaded once, whatever the number of protocols)."""
+    reports = {h: Report() for h in histories}
     for n, item in enumerate(items):
-        for outcome in run_conversation(engine, item, history, f"eval-{n}", max_rounds):
-            report.add(item.record.source, item.record.split, outcome)
-    return report
+        for history, report in reports.items():
+            for outcome in run_conversation(engine, item, history, f"eval-{n}", max_rounds):
+                report.add(item.record.source, item.record.split, outcome)
+    return reports
 
 
 def report_rows(reports: dict[str, Report]) -> dict[str, dict[int, RoundStats]]:
@@ -255,7 +258,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.lisa:  # a model trained without reference input gets none here either
         engine.config = EngineConfig(blank_references=True)
     skipped: Counter = Counter()                       # corrupt records, counted on reading
-    missing: set[tuple[str, int]] = set()              # images missing when loaded
     sources = [Source(SourceConfig(path=p, image_root=args.image_root, lisa=args.lisa), skipped)
                for p in args.data]
 
@@ -266,14 +268,14 @@ def main(argv: list[str] | None = None) -> None:
                 try:
                     yield source.load(i)
                 except DataError as exc:
-                    if (source.name, i) not in missing:
-                        print(f"skipping: {exc}")
-                        missing.add((source.name, i))
+                    print(f"skipping: {exc}")
+                    skipped["missing_image"] += 1
 
     histories = HISTORIES if args.history == "both" else (args.history,)
-    reports = {h: evaluate_items(engine, items(), h, args.max_rounds) for h in histories}
-    if skipped or missing:
-        print(f"skipped conversations: {dict(skipped, missing_image=len(missing))}")
+    reports = evaluate_items(engine, items(), histories, args.max_rounds)
+    if skipped:
+        print(f"skipped conversations: "
+              f"{dict(skipped, missing_image=skipped['missing_image'])}")
     print(write_reports(reports, args.out, title=Path(args.checkpoint).name,
                         max_rounds=args.max_rounds))
 

@@ -14,33 +14,43 @@ import argparse
 import json
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.data import tabletop_item
-from segllm_training.evaluate import run_conversation
+from segllm_training.evaluate import RoundOutcome, RoundStats, run_conversation
 from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_dataset
 from segllm_training.train_demo import EVAL_SEED
 
 
 @dataclass
 class EvalReport:
-    iou_per_round: dict[int, list[float]] = field(default_factory=dict)
-    twin_hits: int = 0
-    twin_total: int = 0
+    """Per-round stats of one protocol (the MRSeg evaluation's :class:`RoundStats`)."""
+
+    rounds: dict[int, RoundStats] = field(default_factory=dict)
+
+    def add(self, outcome: RoundOutcome) -> None:
+        self.rounds.setdefault(outcome.round, RoundStats()).add(outcome)
+
+    def merged(self, rounds: range | None = None) -> RoundStats:
+        total = RoundStats()
+        for r, stats in self.rounds.items():
+            if rounds is None or r in rounds:
+                total.merge(stats)
+        return total
+
+    @property
+    def twin_total(self) -> int:
+        return self.merged().twin_total
 
     @property
     def twin_choice(self) -> float:
-        return self.twin_hits / self.twin_total if self.twin_total else float("nan")
+        return self.merged().twin_choice
 
     def mean_iou(self, rounds: range | None = None) -> float:
-        keys = [r for r in self.iou_per_round if rounds is None or r in rounds]
-        values = [v for r in keys for v in self.iou_per_round[r]]
-        return float(np.mean(values)) if values else float("nan")
+        return self.merged(rounds).giou
 
     def summary(self) -> dict:
-        return {"round_iou": {r: float(np.mean(v)) for r, v in sorted(self.iou_per_round.items())},
+        return {"round_iou": {r: s.giou for r, s in sorted(self.rounds.items())},
                 "mean_iou_1_5": self.mean_iou(range(1, 6)), "twin_choice": self.twin_choice,
                 "twin_rounds": self.twin_total}
 
@@ -53,10 +63,7 @@ def evaluate(engine: SegLLMEngine, conversations: list[TabletopConversation],
     for n, conv in enumerate(conversations):
         cid = f"eval-{n}"
         for outcome in run_conversation(engine, tabletop_item(conv, cid), history, cid):
-            report.iou_per_round.setdefault(outcome.round, []).append(outcome.iou)
-            if outcome.twin_hit is not None:
-                report.twin_total += 1
-                report.twin_hits += int(outcome.twin_hit)
+            report.add(outcome)
     return report
 
 

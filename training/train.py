@@ -68,13 +68,12 @@ class TrainingModule(nn.Module):
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float,
-              progress: float | None = None) -> float:
-    """Linear warmup, then cosine from 1 down to ``min_ratio``; ``progress`` in [0, 1]
-    overrides the step-based progress (the demo trainer's time budget)."""
+              min_progress: float = 0.0) -> float:
+    """Linear warmup, then cosine from 1 down to ``min_ratio``; the cosine's progress is the
+    further of the step's and ``min_progress`` (the demo trainer's share of its time budget)."""
     if step < warmup:
         return (step + 1) / warmup
-    if progress is None:
-        progress = (step - warmup) / max(1, total - warmup)
+    progress = max((step - warmup) / max(1, total - warmup), min_progress)
     progress = min(1.0, max(0.0, progress))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 

@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from segllm_training.losses import LossWeights, forward_batch
 from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_conversation
 from segllm_training.tabletop import vocabulary as tabletop_vocabulary
 from segllm_training.train import lr_factor
+from segllm_training.train_config import from_dict
 
 TRAIN_SEED = 0
 EVAL_SEED = 1_000_003  # held-out conversations come from a different stream
@@ -53,12 +54,7 @@ class DemoTrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> DemoTrainConfig:
-        data = dict(data)
-        known = {f.name for f in fields(cls)}
-        if set(data) - known:
-            raise ValueError(f"unknown train keys: {sorted(set(data) - known)}")
-        return cls(tabletop=TabletopConfig(**data.pop("tabletop", {})),
-                   loss=LossWeights(**data.pop("loss", {})), **data)
+        return from_dict(cls, data)
 
 
 def to_sample(conv: TabletopConversation) -> Sample:
@@ -81,9 +77,8 @@ def demo_tokenizer(model_cfg: SegLLMConfig, tabletop_cfg: TabletopConfig):
 def lr_at(step: int, minutes: float, cfg: DemoTrainConfig) -> float:
     """Linear warmup, then cosine down to ``min_lr_ratio`` of the peak. Progress is the further
     of the step and the time budget, so a slower machine still ends on a decayed rate."""
-    steps = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     return cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio,
-                              progress=max(steps, minutes / cfg.max_minutes))
+                              min_progress=minutes / cfg.max_minutes)
 
 
 def load_experiment(path: str | Path) -> tuple[SegLLMConfig, DemoTrainConfig]:
