@@ -24,6 +24,7 @@ import copy
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,9 @@ def run(base: TrainConfig, out: Path, n_eval: int, max_rounds: int = 6,
     ambiguous_reports: dict[str, Report] = {}
     items = held_out_items(tabletop, n_eval)       # the same conversations for every variant
     for variant in variants:
+        # equal budget from scratch: a finished run left in ``out`` would otherwise be resumed
+        # at its last step, i.e. evaluated without training
+        shutil.rmtree(out / variant.name, ignore_errors=True)
         t0 = time.monotonic()
         model = train(variant_config(base, variant), out / variant.name, progress=progress)
         train_s = time.monotonic() - t0
