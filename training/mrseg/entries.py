@@ -116,14 +116,6 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
     return mask_utils.decode(rle).astype(bool)
 
 
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Tight ``(x0, y0, x1, y1)`` (exclusive right/bottom) of a mask; None when empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
 def load_json(path: Path) -> Any:
     """JSON with errors that name the file (and the line/column of a truncation)."""
     if not path.is_file():
