@@ -13,7 +13,7 @@ import numpy as np
 from ..config import BuildConfig
 from ..entries import ImageEntry, Instance
 from ..schema import ConversationRecord, RoundRecord, encode_mask
-from .common import definite, int_box, record, ref_name
+from .common import definite, int_box, record, ref_name, sample
 
 BE_PREDICATES = frozenset(
     [
@@ -57,8 +57,7 @@ def interactional(
     """``segment(entry, boxes) -> list of bool masks``: the box-prompted SAM."""
     if not entry.relationships:
         return []
-    n = min(cfg.interactional_max_relationships, len(entry.relationships))
-    chosen = [entry.relationships[int(i)] for i in rng.permutation(len(entry.relationships))[:n]]
+    chosen = sample(rng, entry.relationships, cfg.interactional_max_relationships)
     used = sorted({i for rel in chosen for i in (rel.subject, rel.object)})
     masks = segment(entry, [int_box(entry.instances[i].bbox) for i in used])
     rle = {i: encode_mask(m) for i, m in zip(used, masks, strict=True)}
