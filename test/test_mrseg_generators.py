@@ -157,10 +157,13 @@ def test_hard_pairs_are_same_class_with_split_templates(tmp_path):
             assert any(
                 rnd.query == t.format(x=INPUT_MASK_TOKEN, cls=rnd.caption[6:]) for t in templates
             )
-            assert not (decode_mask(rnd.input_mask) & decode_mask(rnd.mask)).all()
+            assert not np.array_equal(decode_mask(rnd.input_mask), decode_mask(rnd.mask))
             pairs[rec.image] += 1
         x_ids = [r.rounds[0].annotation_id for r in records]
         assert all(cat[a] == cat[b] for a, b in zip(x_ids[::2], x_ids[1::2], strict=True))
+        for a, b in zip(records[::2], records[1::2], strict=True):  # Y->X is X->Y reversed
+            assert a.rounds[0].input_mask == b.rounds[0].mask
+            assert b.rounds[0].input_mask == a.rounds[0].mask
         assert all(v % 2 == 0 for v in pairs.values())  # X->Y and Y->X
 
 
