@@ -41,7 +41,6 @@ class Instance:
     captions: list[str] = field(default_factory=list)
     parent: int | str | None = None
     """For a part: the ``ann_id`` of its object."""
-    category_id: int | None = None
 
     def caption(self, rng: np.random.Generator) -> str:
         """A referring expression when the source has some, else the class name."""

@@ -77,7 +77,7 @@ def rle_area(rle: dict) -> int:
 
 @dataclass
 class Target:
-    """A candidate target: the instance and its mask, decoded once per image."""
+    """A candidate target: the instance and its mask as RLE, made once per image."""
 
     inst: Instance
     rle: dict

@@ -2,8 +2,8 @@
 
 Rules: up to 4 relationships of an image, each its own 2-round conversation: round 1 "the
 <subject>", round 2 "the <object> that <name of round 1> is <predicate>". Visual Genome has
-boxes only; the masks come from a box-prompted SAM (:class:`BoxSegmenter`), decoded in the
-worker process that owns the image.
+boxes only; the masks come from a box-prompted SAM (:func:`..sam_boxes.box_segmenter`), run
+in the worker process that owns the image.
 """
 
 from __future__ import annotations
