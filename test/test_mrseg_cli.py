@@ -52,7 +52,7 @@ def test_limit_and_seed(data, tmp_path, capsys):
     out = tmp_path / "lvis.jsonl"
     assert main(build_args("lvis", data / "lvis", "val", out, "--limit", "2", "--no-progress")) == 0
     assert "from 2 images" in capsys.readouterr().out
-    assert {r.split for r in read_conversations(out)} <= {"val"}
+    assert {r.split for r in read_conversations(out)} == {"val"}
 
 
 def test_bad_input_exits_2_naming_file_and_record(data, tmp_path, capsys):

@@ -157,10 +157,13 @@ def test_hard_pairs_are_same_class_with_split_templates(tmp_path):
             assert any(
                 rnd.query == t.format(x=INPUT_MASK_TOKEN, cls=rnd.caption[6:]) for t in templates
             )
-            assert not (decode_mask(rnd.input_mask) & decode_mask(rnd.mask)).all()
+            assert not np.array_equal(decode_mask(rnd.input_mask), decode_mask(rnd.mask))
             pairs[rec.image] += 1
         x_ids = [r.rounds[0].annotation_id for r in records]
         assert all(cat[a] == cat[b] for a, b in zip(x_ids[::2], x_ids[1::2], strict=True))
+        for a, b in zip(records[::2], records[1::2], strict=True):  # Y->X is X->Y reversed
+            assert a.rounds[0].input_mask == b.rounds[0].mask
+            assert b.rounds[0].input_mask == a.rounds[0].mask
         assert all(v % 2 == 0 for v in pairs.values())  # X->Y and Y->X
 
 
@@ -187,3 +190,49 @@ def test_same_file_for_any_worker_count_and_seed_matters(data, tmp_path):
     build("refcoco", root, "train", other, BuildConfig(seed=4), workers=1, progress=False)
     assert one.read_bytes() == two.read_bytes()
     assert one.read_bytes() != other.read_bytes()
+
+
+_FORKED_SAM = """
+import importlib.util, sys
+from pathlib import Path
+root, data, out = map(Path, sys.argv[1:4])
+sys.path[:0] = [str(root / "test"), str(root)]
+spec = importlib.util.spec_from_file_location(  # this checkout's package, as conftest loads it
+    "segllm_training", root / "training" / "__init__.py",
+    submodule_search_locations=[str(root / "training")])
+module = importlib.util.module_from_spec(spec)
+sys.modules["segllm_training"] = module
+spec.loader.exec_module(module)
+import torch
+from mrseg_data import tiny_config
+from segllm_training.mrseg.build import build
+torch.set_num_threads(2)
+x = torch.randn(256, 256)
+(x @ x).sum()  # the parent's OpenMP pool is running when the workers are forked
+print(build("visual_genome", data, "train", out, tiny_config(), workers=2, progress=False))
+"""
+
+
+def test_forked_workers_do_not_hang_after_parent_used_torch(data, tmp_path):
+    """Visual Genome's SAM in workers forked from a process whose OpenMP pool has run (a
+    libgomp child hangs in its first parallel region; build's worker init guards it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "vg.jsonl"
+    args = [sys.executable, "-c", _FORKED_SAM, str(root), str(data / "vg"), str(out)]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own group: a hang kills the workers too
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the build hung in its forked workers")
+    assert proc.returncode == 0, err[-2000:]
+    assert len(read_conversations(out)) > 0

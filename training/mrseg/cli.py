@@ -43,18 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="Table A1 and the rounds histogram of built files")
     s.add_argument("files", nargs="+", type=Path)
     s.add_argument("--plot", type=Path, default=Path("mrseg_rounds.png"))
-    for name, helptext in (
-        ("describe", "GPT-4 attribute descriptions of COCO instance crops"),
-        ("correct", "GPT-4 grammar correction of a built file"),
-    ):
-        g = sub.add_parser(name, help=helptext)
-        if name == "describe":
-            g.add_argument("--root", required=True, type=Path)
-            g.add_argument("--split", required=True)
-            g.add_argument("--limit", type=int, default=None)
-        else:
-            g.add_argument("input", type=Path)
-            g.add_argument("--out", required=True, type=Path)
+    d = sub.add_parser("describe", help="GPT-4 attribute descriptions of COCO instance crops")
+    d.add_argument("--root", required=True, type=Path)
+    d.add_argument("--split", required=True)
+    d.add_argument("--limit", type=int, default=None)
+    c = sub.add_parser("correct", help="GPT-4 grammar correction of a built file")
+    c.add_argument("input", type=Path)
+    c.add_argument("--out", required=True, type=Path)
+    for g in (d, c):  # the GPT client's options
         g.add_argument("--model", default=None)
         g.add_argument("--base-url", default=None)
         g.add_argument("--cache-dir", type=Path, default=None)

@@ -41,7 +41,6 @@ class Instance:
     captions: list[str] = field(default_factory=list)
     parent: int | str | None = None
     """For a part: the ``ann_id`` of its object."""
-    category_id: int | None = None
 
     def caption(self, rng: np.random.Generator) -> str:
         """A referring expression when the source has some, else the class name."""
@@ -114,14 +113,6 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
     else:
         raise ValueError(f"unknown segmentation {type(segmentation).__name__}")
     return mask_utils.decode(rle).astype(bool)
-
-
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Tight ``(x0, y0, x1, y1)`` (exclusive right/bottom) of a mask; None when empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
 def load_json(path: Path) -> Any:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segllm_ros.model.transforms import to_tensor
+
 from .config import BuildConfig
 from .entries import ImageEntry, SourceError, load_image
 
@@ -44,14 +46,10 @@ def segment_boxes(
 ) -> list[np.ndarray]:
     """One bool HxW mask per ``(x0, y0, x1, y1)`` box (single-mask output, SAM threshold)."""
     h, w = image.shape[:2]
-    size = (
-        sam.image_encoder.img_size
-        if hasattr(sam.image_encoder, "img_size")
-        else sam.prompt_encoder.input_image_size[0]
-    )
+    size = sam.image_encoder.img_size  # what sam.preprocess pads to and postprocess_masks reads
     scale = size / max(h, w)
-    nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)  # SamPredictor's rounding (half up)
+    x = to_tensor(image)[None]
     x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
     embedding = sam.image_encoder(sam.preprocess(x))
     box_t = torch.tensor(boxes, dtype=torch.float32) * torch.tensor(

@@ -32,8 +32,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-from pycocotools import mask as mask_utils
+from segllm_ros.interface.mask_codec import mask_to_rle, rle_to_mask
 
 INPUT_MASK_TOKEN = "<input mask>"
 """Placeholder in a query for the encoding of the round's ``input_mask``."""
@@ -43,19 +42,13 @@ class RecordError(ValueError):
     """A conversation record that breaks the schema; the message names file and line."""
 
 
-def encode_mask(mask: np.ndarray) -> dict:
-    """Bool HxW -> COCO compressed RLE with a JSON-safe ``counts`` string."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+encode_mask = mask_to_rle
+"""Bool HxW -> COCO compressed RLE with a JSON-safe ``counts`` string (the project's codec,
+:func:`segllm_ros.interface.mask_codec.mask_to_rle`, under the schema's name)."""
 
-
-def decode_mask(rle: dict) -> np.ndarray:
-    """COCO RLE (compressed string or uncompressed list counts) -> bool HxW."""
-    if isinstance(rle.get("counts"), list):
-        rle = mask_utils.frPyObjects(rle, *rle["size"])
-    elif isinstance(rle.get("counts"), str):
-        rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-    return mask_utils.decode(rle).astype(bool)
+decode_mask = rle_to_mask
+"""COCO RLE (compressed string or uncompressed list counts) -> bool HxW
+(:func:`segllm_ros.interface.mask_codec.rle_to_mask`)."""
 
 
 @dataclass

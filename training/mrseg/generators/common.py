@@ -43,6 +43,17 @@ def ref_name(k: int, caption: str, rng: np.random.Generator, cfg: BuildConfig) -
     return (INSTANCE_REF if rng.random() < 0.5 else OUTPUT_REF).format(k=k)
 
 
+def sample(rng: np.random.Generator, items: list, n: int) -> list:
+    """``n`` of ``items`` (all when fewer) in a random order: one permutation draw."""
+    return [items[int(i)] for i in rng.permutation(len(items))[:n]]
+
+
+def sample_some(rng: np.random.Generator, items: list, low: int, high: int) -> list:
+    """``low`` to ``high`` (at most ``len(items)``) of ``items``: the count is drawn, then
+    :func:`sample`."""
+    return sample(rng, items, int(rng.integers(low, min(high, len(items)) + 1)))
+
+
 def int_box(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
     """Float COCO box -> covering integer box with exclusive edges and positive size."""
     x0, y0 = math.floor(box[0]), math.floor(box[1])
@@ -66,7 +77,7 @@ def rle_area(rle: dict) -> int:
 
 @dataclass
 class Target:
-    """A candidate target: the instance and its mask, decoded once per image."""
+    """A candidate target: the instance and its mask as RLE, made once per image."""
 
     inst: Instance
     rle: dict

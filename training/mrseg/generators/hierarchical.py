@@ -15,7 +15,7 @@ import numpy as np
 from ..config import BuildConfig
 from ..entries import ImageEntry
 from ..schema import ConversationRecord, RoundRecord
-from .common import Target, definite, record, ref_name, round_for, targets
+from .common import Target, definite, record, ref_name, round_for, sample_some, targets
 
 
 def hierarchical(
@@ -29,17 +29,12 @@ def hierarchical(
     objects = [t for t in usable if t.inst.parent is None and parts.get(t.inst.ann_id)]
     if not objects:
         return []
-    n_obj = int(rng.integers(1, min(cfg.hierarchical_max_instances, len(objects)) + 1))
     rounds: list[RoundRecord] = []
-    for oi in rng.permutation(len(objects))[:n_obj]:
-        obj = objects[int(oi)]
+    for obj in sample_some(rng, objects, 1, cfg.hierarchical_max_instances):
         caption = obj.inst.caption(rng)
         rounds.append(round_for(obj, definite(caption), caption))
         k = len(rounds)
-        own = parts[obj.inst.ann_id]
-        n_part = int(rng.integers(1, min(cfg.hierarchical_max_parts, len(own)) + 1))
-        for pi in rng.permutation(len(own))[:n_part]:
-            part = own[int(pi)]
+        for part in sample_some(rng, parts[obj.inst.ann_id], 1, cfg.hierarchical_max_parts):
             query = f"the {part.inst.category} of {ref_name(k, caption, rng, cfg)}"
             rounds.append(round_for(part, query, f"{part.inst.category} of the {caption}", [k]))
     return [record(source, entry, 0, rounds)]

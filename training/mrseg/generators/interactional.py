@@ -2,8 +2,8 @@
 
 Rules: up to 4 relationships of an image, each its own 2-round conversation: round 1 "the
 <subject>", round 2 "the <object> that <name of round 1> is <predicate>". Visual Genome has
-boxes only; the masks come from a box-prompted SAM (:class:`BoxSegmenter`), decoded in the
-worker process that owns the image.
+boxes only; the masks come from a box-prompted SAM (:func:`..sam_boxes.box_segmenter`), run
+in the worker process that owns the image.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from ..config import BuildConfig
 from ..entries import ImageEntry, Instance
 from ..schema import ConversationRecord, RoundRecord, encode_mask
-from .common import definite, int_box, record, ref_name
+from .common import definite, int_box, record, ref_name, sample
 
 BE_PREDICATES = frozenset(
     [
@@ -57,8 +57,7 @@ def interactional(
     """``segment(entry, boxes) -> list of bool masks``: the box-prompted SAM."""
     if not entry.relationships:
         return []
-    n = min(cfg.interactional_max_relationships, len(entry.relationships))
-    chosen = [entry.relationships[int(i)] for i in rng.permutation(len(entry.relationships))[:n]]
+    chosen = sample(rng, entry.relationships, cfg.interactional_max_relationships)
     used = sorted({i for rel in chosen for i in (rel.subject, rel.object)})
     masks = segment(entry, [int_box(entry.instances[i].bbox) for i in used])
     rle = {i: encode_mask(m) for i, m in zip(used, masks, strict=True)}

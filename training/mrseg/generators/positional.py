@@ -22,7 +22,7 @@ from ..config import BuildConfig
 from ..entries import ImageEntry, Instance
 from ..readers.coco import COCO_CLASSES
 from ..schema import ConversationRecord, RoundRecord
-from .common import Target, definite, record, ref_name, round_for, targets
+from .common import Target, definite, record, ref_name, round_for, sample_some, targets
 
 
 def _location_captions(pair: list[Instance]) -> list[str]:
@@ -67,8 +67,7 @@ def positional(
         cands = targets(entry, cfg, lambda i: bool(i.captions))
     if len(cands) < cfg.positional_min:
         return []
-    n = int(rng.integers(cfg.positional_min, min(cfg.positional_max, len(cands)) + 1))
-    chosen: list[Target] = [cands[int(i)] for i in rng.permutation(len(cands))[:n]]
+    chosen: list[Target] = sample_some(rng, cands, cfg.positional_min, cfg.positional_max)
     rounds: list[RoundRecord] = []
     captions: list[str] = []
     for t, target in enumerate(chosen):

@@ -21,7 +21,7 @@ import numpy as np
 from ..config import BuildConfig
 from ..entries import ImageEntry, segmentation_to_mask
 from ..schema import INPUT_MASK_TOKEN, ConversationRecord, encode_mask
-from .common import Target, definite, record, round_for, targets
+from .common import Target, definite, record, round_for, sample, sample_some, targets
 
 HARD_TRAIN_TEMPLATES: tuple[str, ...] = (
     "{x} segment the other {cls}.",
@@ -66,11 +66,10 @@ def hard(
 def semantic(
     entry: ImageEntry, rng: np.random.Generator, cfg: BuildConfig, source: str
 ) -> list[ConversationRecord]:
-    cands = targets(entry, cfg)
-    n = min(cfg.semantic_max_classes, len(cands))
+    chosen = sample(rng, targets(entry, cfg), cfg.semantic_max_classes)
     return [
         record(source, entry, c, [round_for(t, definite(t.inst.category), t.inst.category)])
-        for c, t in enumerate(cands[int(i)] for i in rng.permutation(len(cands))[:n])
+        for c, t in enumerate(chosen)
     ]
 
 
@@ -99,10 +98,8 @@ def attributes(
     cands = targets(entry, cfg, lambda i: bool(i.captions))
     if not cands:
         return []
-    n = int(rng.integers(1, min(cfg.attributes_max_instances, len(cands)) + 1))
     rounds = []
-    for i in rng.permutation(len(cands))[:n]:
-        t = cands[int(i)]
+    for t in sample_some(rng, cands, 1, cfg.attributes_max_instances):
         caption = t.inst.caption(rng)
         rounds.append(round_for(t, definite(caption), caption))
     return [record(source, entry, 0, rounds)]

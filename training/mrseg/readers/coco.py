@@ -183,7 +183,6 @@ def read_coco(path: Path, split: str, bad: BadRecords) -> tuple[dict[Any, ImageE
                 bbox=box,
                 segmentation=seg,
                 parent=obj if obj != ann["id"] else None,
-                category_id=ann["category_id"],
             )
         )
     return images, categories

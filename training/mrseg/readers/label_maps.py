@@ -23,7 +23,9 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from ..entries import BadRecords, ImageEntry, Instance, SourceError, mask_box
+from segllm_ros.interface.mask_codec import mask_to_box
+
+from ..entries import BadRecords, ImageEntry, Instance, SourceError
 from ..schema import encode_mask
 
 SPLIT_DIRS: dict[str, dict[str, str]] = {
@@ -155,14 +157,11 @@ def read_cocostuff(root: Path, split: str, bad: BadRecords) -> list[ImageEntry]:
     return _entries(root / "stuffthingmaps_trainval2017" / sub, "*.png", root / sub, split, classes)
 
 
-def _instance(
-    entry: ImageEntry, ann_id: str, category: str, mask: np.ndarray, parent: str | None = None
-) -> Instance:
-    x0, y0, x1, y1 = mask_box(mask)  # type: ignore[misc]
+def _instance(ann_id: str, category: str, mask: np.ndarray, parent: str | None = None) -> Instance:
     return Instance(
         ann_id=ann_id,
         category=category,
-        bbox=(x0, y0, x1, y1),
+        bbox=mask_to_box(mask),  # type: ignore[arg-type]  # never empty: made from present values
         segmentation=encode_mask(mask),
         parent=parent,
     )
@@ -178,14 +177,15 @@ def expand_semantic(entry: ImageEntry) -> ImageEntry:
     """Worker side: one instance per class present (ADE20K 0 and COCO-Stuff 255 are void)."""
     labels = read_label_map(entry.label_file)
     entry.height, entry.width = labels.shape
-    entry.instances = [
-        _instance(entry, f"{entry.image_id}:{v}", _named(entry, int(v), "label value"), labels == v)
-        for v in np.unique(labels)
-        if int(v) in entry.classes
-    ]
-    unknown = sorted({int(v) for v in np.unique(labels)} - set(entry.classes) - {0, 255})
+    values = [int(v) for v in np.unique(labels)]
+    unknown = sorted(set(values) - set(entry.classes) - {0, 255})
     if unknown:
         raise SourceError(entry.label_file, f"label values {unknown[:5]} are not in the class list")
+    entry.instances = [
+        _instance(f"{entry.image_id}:{v}", entry.classes[v], labels == v)
+        for v in values
+        if v in entry.classes
+    ]
     return entry
 
 
@@ -201,11 +201,10 @@ def expand_pascal_part(entry: ImageEntry) -> ImageEntry:
     ):
         mask = (sid == s) & (iid == i)
         obj_id = f"{entry.image_id}:{s}_{i}"
-        entry.instances.append(_instance(entry, obj_id, _named(entry, s, "sid"), mask))
+        entry.instances.append(_instance(obj_id, _named(entry, s, "sid"), mask))
         for p in sorted({int(v) for v in np.unique(pid[mask]) if v >= 0}):
             entry.instances.append(
                 _instance(
-                    entry,
                     f"{obj_id}_{p}",
                     _named(entry, part_key(s, p), f"part of sid {s}, pid"),
                     mask & (pid == p),
