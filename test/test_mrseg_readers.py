@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from segllm_training.mrseg.build import BuildError, build, read_source
 from segllm_training.mrseg.entries import SourceError, segmentation_to_mask
 from segllm_training.mrseg.readers.label_maps import decode_uids
 from segllm_training.mrseg.readers.refer import load_refs
+from segllm_training.mrseg.schema import encode_mask
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +188,19 @@ def test_refs_pickle_refuses_code(tmp_path):
     path.write_bytes(pickle.dumps([Path("x")]))
     with pytest.raises(SourceError, match="refusing"):
         load_refs(path)
+
+
+def test_rle_of_another_size_is_named_and_skippable(copy, tmp_path):
+    """A compressed RLE whose size is not its image's is caught by the reader, with file and
+    annotation, instead of failing later in the writer without either."""
+    root = copy("lvis")
+    path = root / "lvis_v1_train.json"
+    data = json.loads(path.read_text())
+    ann = data["annotations"][0]
+    ann["segmentation"] = encode_mask(np.ones((3, 5), bool))
+    path.write_text(json.dumps(data))
+    with pytest.raises((SourceError, BuildError), match=rf"id={ann['id']}.*RLE size"):
+        build("lvis", root, "train", tmp_path / "out.jsonl", tiny_config(), progress=False)
+    report = build("lvis", root, "train", tmp_path / "out.jsonl", tiny_config(), skip_bad=True,
+                   progress=False)
+    assert any("RLE size" in s and path.name in s for s in report.skipped)

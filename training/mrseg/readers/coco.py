@@ -168,6 +168,11 @@ def read_coco(path: Path, split: str, bad: BadRecords) -> tuple[dict[Any, ImageE
             seg = ann["segmentation"]
             if not isinstance(seg, (list, dict)) or (isinstance(seg, dict) and "counts" not in seg):
                 raise SourceError(path, "segmentation must be polygons or RLE", where)
+            image = images[ann["image_id"]]
+            if isinstance(seg, dict) and list(seg.get("size", [])) != [image.height,
+                                                                        image.width]:
+                raise SourceError(path, f"RLE size {seg.get('size')} is not the image's "
+                                        f"{[image.height, image.width]}", where)
             box = xywh_to_xyxy(ann["bbox"], path, where)
         except SourceError as exc:
             bad.report(exc)
