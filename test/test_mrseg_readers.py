@@ -163,6 +163,7 @@ def test_truncated_file_names_the_file(copy, tmp_path, source):
     assert Path(TRUNCATE[source]).name in str(err.value)
     assert "truncated" in str(err.value) or "corrupt" in str(err.value)
     assert not (tmp_path / "out.jsonl").exists()
+    assert not (tmp_path / "out.jsonl.tmp").exists()
 
 
 @pytest.mark.parametrize("source", sorted(TRUNCATE))

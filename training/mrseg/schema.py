@@ -111,11 +111,15 @@ def write_conversations(path: str | Path, records: Iterable[ConversationRecord])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with tmp.open("w") as f:
-        for record in records:
-            record.validate()
-            f.write(record.to_json() + "\n")
-            count += 1
+    try:
+        with tmp.open("w") as f:
+            for record in records:
+                record.validate()
+                f.write(record.to_json() + "\n")
+                count += 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed build leaves neither file behind
+        raise
     os.replace(tmp, path)
     return count
 
