@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -205,3 +206,17 @@ def test_rle_of_another_size_is_named_and_skippable(copy, tmp_path):
     report = build("lvis", root, "train", tmp_path / "out.jsonl", tiny_config(), skip_bad=True,
                    progress=False)
     assert any("RLE size" in s and path.name in s for s in report.skipped)
+
+
+@pytest.mark.parametrize(("source", "file", "damage"), [
+    ("reasonseg", "train/img1.json", lambda d: d["shapes"].append("not a shape")),
+    ("visual_genome", "objects.json", lambda d: d[0].update(objects={"not": "a list"})),
+])
+def test_wrongly_typed_record_is_a_named_source_error(copy, tmp_path, source, file, damage):
+    root = copy(source)
+    path = root / file
+    data = json.loads(path.read_text())
+    damage(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises((SourceError, BuildError), match=re.escape(path.name)):
+        build(source, root, "train", tmp_path / "out.jsonl", tiny_config(), progress=False)

@@ -49,7 +49,9 @@ def read_one(path: Path, split: str) -> ImageEntry:
         raise SourceError(path, "'text' must be a non-empty list of strings")
     target, ignore = [], []
     for k, shape in enumerate(data["shapes"]):
-        label = str(shape.get("label", "")).lower() if isinstance(shape, dict) else ""
+        if not isinstance(shape, dict):
+            raise SourceError(path, "a shape must be an object", f"shapes[{k}]")
+        label = str(shape.get("label", "")).lower()
         if label == "flag":
             continue
         if shape.get("shape_type", "polygon") != "polygon":

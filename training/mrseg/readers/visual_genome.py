@@ -74,6 +74,8 @@ def read_visual_genome(root: Path, split: str, bad: BadRecords) -> list[ImageEnt
     for i, item in enumerate(_list_file(objects_path)):
         try:
             require(item, ("image_id", "objects"), objects_path, f"[{i}]")
+            if not isinstance(item["objects"], list):
+                raise SourceError(objects_path, "'objects' must be a list", f"[{i}]")
             if item["image_id"] not in images:
                 raise SourceError(
                     objects_path, f"image_id {item['image_id']} not in image_data.json", f"[{i}]"
