@@ -72,6 +72,34 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "tokenizer.json").is_file()
 
 
+def test_grown_checkpoint_computes_what_it_did_then_learns_in_its_new_blocks(tmp_path):
+    small = demo_config()
+    small.sam.cnn_context_layers = 0
+    torch.manual_seed(5)
+    model = SegLLMModel(small, tiny_model().tokenizer).eval()
+    model.save_pretrained(tmp_path)
+    big = demo_config()
+    big.sam.cnn_context_layers = 2
+    grown = SegLLMModel.grown_from(tmp_path, big)
+    assert len(grown.sam.image_encoder.context) == 2
+    image = random_image(seed=6)
+    a, b = model.encode_frame(image), grown.encode_frame(image)
+    assert torch.equal(a.image_tokens, b.image_tokens)
+    assert torch.equal(a.sam_embedding, b.sam_embedding)  # new blocks start as the identity
+    samples = [to_sample(c) for c in generate_dataset(3, 2)]
+    loss, _ = forward_batch(grown.train(), collate(samples, grown), LossWeights())
+    loss.backward()
+    assert float(grown.sam.image_encoder.context[1].conv2.weight.grad.abs().sum()) > 0
+
+    other = demo_config(num_prompt_tokens=1)
+    with pytest.raises(ValueError, match="can only grow CNN context blocks"):
+        SegLLMModel.grown_from(tmp_path, other)
+    SegLLMModel.from_pretrained(tmp_path)  # unchanged on disk
+    grown.save_pretrained(tmp_path / "grown")
+    with pytest.raises(ValueError, match="asks for fewer"):
+        SegLLMModel.grown_from(tmp_path / "grown", small)
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a SegLLM checkpoint"):
         SegLLMModel.from_pretrained(tmp_path)

@@ -4,6 +4,7 @@ rises within a few dozen CPU steps, and what it writes loads back as a working m
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from helpers import DEMO_CONFIG
 
 from segllm_ros.model.segllm import SegLLMModel
@@ -36,3 +37,15 @@ def test_learning_rate_schedule_warms_up_then_decays():
     # time budget counts as progress too: half the minutes gone = half-way down the cosine
     half = lr_at(cfg.warmup_steps + 1, cfg.max_minutes / 2, cfg)
     assert abs(half - cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) / 2)) < 1e-9
+
+
+def test_model_overrides_reach_the_config_and_bad_ones_are_named():
+    model_cfg, _ = load_experiment(DEMO_CONFIG, ["sam.cnn_context_layers=0",
+                                                 "reference_token_dropout=0.25"])
+    assert model_cfg.sam.cnn_context_layers == 0
+    assert model_cfg.reference_token_dropout == 0.25
+    assert load_experiment(DEMO_CONFIG)[0].sam.cnn_context_layers == 2
+    with pytest.raises(ValueError, match="not key=value"):
+        load_experiment(DEMO_CONFIG, ["sam.cnn_context_layers"])
+    with pytest.raises(ValueError, match="unknown SamConfig keys"):
+        load_experiment(DEMO_CONFIG, ["sam.no_such_switch=1"])

@@ -81,20 +81,33 @@ def lr_at(step: int, minutes: float, cfg: DemoTrainConfig) -> float:
                               min_progress=minutes / cfg.max_minutes)
 
 
-def load_experiment(path: str | Path) -> tuple[SegLLMConfig, DemoTrainConfig]:
+def load_experiment(path: str | Path, model_overrides: list[str] = ()
+                    ) -> tuple[SegLLMConfig, DemoTrainConfig]:
+    """The experiment YAML; ``model_overrides`` are ``dotted.key=value`` (value in YAML) on
+    its ``model`` section, e.g. ``sam.cnn_context_layers=0`` for the staged recipe's start."""
     data = yaml.safe_load(Path(path).read_text())
+    for override in model_overrides:
+        key, sep, value = override.partition("=")
+        if not sep:
+            raise ValueError(f"model override {override!r} is not key=value")
+        *parents, leaf = key.split(".")
+        node = data["model"]
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = yaml.safe_load(value)
     return SegLLMConfig.from_dict(data["model"]), DemoTrainConfig.from_dict(data.get("train", {}))
 
 
 def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path, progress: bool = True,
           init: Path | None = None) -> tuple[SegLLMModel, list[dict]]:
     """Train from scratch, or go on from the checkpoint ``init`` (fresh schedule; the log
-    continues the earlier stages' log, with steps counted from the first stage)."""
+    continues the earlier stages' log, with steps counted from the first stage). ``init``
+    must match ``model_cfg`` except for added CNN context blocks, which start as identity."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     history: list[dict] = []
     if init is not None:
-        model = SegLLMModel.from_pretrained(init).train()
+        model = SegLLMModel.grown_from(init, model_cfg).train()
         log = init / "train_log.json"
         history = json.loads(log.read_text()) if log.is_file() else []
     else:
@@ -145,8 +158,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, help="data stream seed (default: config)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: config)")
     parser.add_argument("--warmup-steps", type=int, help="default: config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the config's model section, e.g. sam.cnn_context_layers=0")
     args = parser.parse_args(argv)
-    model_cfg, cfg = load_experiment(args.config)
+    model_cfg, cfg = load_experiment(args.config, args.set)
     if args.max_steps:
         cfg.max_steps = args.max_steps
     if args.max_minutes:

@@ -33,6 +33,8 @@ class SamConfig:
     cnn_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     cnn_pos_embed: bool = False  # learned absolute position embedding on the CNN output, as the
     # ViT has; needed to tell identical objects apart by where they are (demo model: on)
+    cnn_context_layers: int = 0  # residual dilated-conv blocks on the CNN output: each widens
+    # the receptive field by 32 px so a position sees the whole object's shape (demo model: 2)
     prompt_embed_dim: int = 256
     decoder_depth: int = 2
     decoder_mlp_dim: int = 2048

@@ -51,6 +51,27 @@ def sinusoidal_grid(channels: int, size: int) -> torch.Tensor:
     return grid[None]
 
 
+class ContextBlock(nn.Module):
+    """Residual pair of dilated 3x3 convolutions on the embedding grid.
+
+    The strided stem sees 19 px; the demo's objects are up to 36 px, so a triangle's corner
+    and a square's corner look alike and "the green triangle" bleeds into the green square.
+    The second convolution starts at zero: a new block is the identity, so blocks can be added
+    to a trained checkpoint (:func:`segllm_ros.model.segllm.SegLLMModel.grown_from`).
+    """
+
+    def __init__(self, channels: int, dilation: int = 2) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.act(self.conv1(x)))
+
+
 class ConvImageEncoder(nn.Module):
     """Strided CNN: image (B, 3, S, S) -> embedding (B, C, S/patch, S/patch).
 
@@ -61,7 +82,7 @@ class ConvImageEncoder(nn.Module):
     """
 
     def __init__(self, channels: list[int], out_chans: int, patch_size: int,
-                 embedding_size: int, pos_embed: bool = True) -> None:
+                 embedding_size: int, pos_embed: bool = True, context_layers: int = 0) -> None:
         super().__init__()
         stages = len(channels)
         if 2**stages != patch_size:
@@ -75,11 +96,12 @@ class ConvImageEncoder(nn.Module):
             in_ch = ch
         layers += [nn.Conv2d(in_ch, out_chans, 1), LayerNorm2d(out_chans)]
         self.net = nn.Sequential(*layers)
+        self.context = nn.Sequential(*(ContextBlock(out_chans) for _ in range(context_layers)))
         self.pos_embed = (nn.Parameter(0.5 * sinusoidal_grid(out_chans, embedding_size))
                           if pos_embed else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.net(x)
+        x = self.context(self.net(x))
         return x if self.pos_embed is None else x + self.pos_embed
 
 
@@ -106,7 +128,8 @@ def build_sam(cfg: SamConfig) -> nn.Module:
         )
     elif cfg.image_encoder == "cnn":
         image_encoder = ConvImageEncoder(cfg.cnn_channels, cfg.prompt_embed_dim, cfg.patch_size,
-                                         cfg.embedding_size, cfg.cnn_pos_embed)
+                                         cfg.embedding_size, cfg.cnn_pos_embed,
+                                         cfg.cnn_context_layers)
     else:
         raise ValueError(f"unknown SAM image encoder {cfg.image_encoder!r} (vit or cnn)")
     size = cfg.embedding_size

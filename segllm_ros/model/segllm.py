@@ -314,3 +314,30 @@ class SegLLMModel(nn.Module):
         model = cls(config, tokenizer)
         load_model(model, str(directory / WEIGHTS_NAME), device=device)
         return model.to(device).eval()
+
+    @classmethod
+    def grown_from(cls, directory: str | Path, config: SegLLMConfig) -> SegLLMModel:
+        """The checkpoint in ``directory`` with more CNN context blocks (``config``), which
+        start as the identity: the grown model computes exactly what the checkpoint did, and
+        training goes on from there instead of from scratch. Any other difference is an
+        error."""
+        directory = Path(directory)
+        old = SegLLMConfig.load(directory / CONFIG_NAME)
+        grown = SegLLMConfig.from_dict(config.to_dict())
+        grown.sam.cnn_context_layers = old.sam.cnn_context_layers
+        skip = ("llm", "vision")  # their shapes are checked by the weight load below
+        if {k: v for k, v in grown.to_dict().items() if k not in skip} != {
+                k: v for k, v in old.to_dict().items() if k not in skip}:
+            raise ValueError(f"{directory}: a checkpoint can only grow CNN context blocks; "
+                             "the rest of the config must match it")
+        if config.sam.cnn_context_layers < old.sam.cnn_context_layers:
+            raise ValueError(f"{directory} has {old.sam.cnn_context_layers} context blocks, "
+                             f"the config asks for fewer ({config.sam.cnn_context_layers})")
+        model = cls(config, AutoTokenizer.from_pretrained(directory))
+        missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False)
+        new = {f"sam.image_encoder.context.{i}."
+               for i in range(old.sam.cnn_context_layers, config.sam.cnn_context_layers)}
+        stray = [k for k in missing if not k.startswith(tuple(new))] + unexpected
+        if stray:
+            raise ValueError(f"{directory}: weights do not match the config: {stray[:5]}")
+        return model.eval()
