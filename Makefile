@@ -47,14 +47,19 @@ bench: install
 export-demo: install
 	$(VPY) -m segllm_ros.export --out models/demo/onnx
 
-# Reproduces the bundled demo checkpoint: three stages on the same seeded synthetic stream
-# (55 + 38 + 22 minutes on 2 CPU cores; each stage starts from the previous one).
+# Reproduces the bundled demo checkpoint: four stages on seeded synthetic streams, each
+# starting from the previous one (55 + 38 + 22 + 50 minutes on 2 CPU cores). Stages 1-3
+# train without the CNN context blocks; stage 4 adds them as identity and trains on.
+DEMO_TRAIN = $(VPY) -m segllm_training.train_demo --config config/demo_model.yaml
+NO_CONTEXT = --set sam.cnn_context_layers=0
 train-demo: install
-	$(VPY) -m segllm_training.train_demo --config config/demo_model.yaml --out runs/demo-stage1
-	$(VPY) -m segllm_training.train_demo --config config/demo_model.yaml --init runs/demo-stage1 \
-	  --seed 1 --lr 0.0006 --warmup-steps 50 --max-minutes 38 --out runs/demo-stage2
-	$(VPY) -m segllm_training.train_demo --config config/demo_model.yaml --init runs/demo-stage2 \
-	  --seed 2 --lr 0.0004 --warmup-steps 30 --max-minutes 22 --out models/demo
+	$(DEMO_TRAIN) $(NO_CONTEXT) --out runs/demo-stage1
+	$(DEMO_TRAIN) $(NO_CONTEXT) --init runs/demo-stage1 --seed 1 --lr 0.0006 --warmup-steps 50 \
+	  --max-minutes 38 --out runs/demo-stage2
+	$(DEMO_TRAIN) $(NO_CONTEXT) --init runs/demo-stage2 --seed 2 --lr 0.0004 --warmup-steps 30 \
+	  --max-minutes 22 --out runs/demo-stage3
+	$(DEMO_TRAIN) --init runs/demo-stage3 --seed 3 --lr 0.0006 --warmup-steps 50 \
+	  --max-minutes 50 --out models/demo
 
 clean:
 	rm -rf build install log demo_out

@@ -2,10 +2,9 @@
 engine, with the model's own earlier outputs as references (nothing from ground truth is fed
 back).
 
-The issue-2 bar: twin choice >= 95%, and <= 60% with the references blanked (met), round-1
-IoU >= 0.85 and mean IoU rounds 1-5 >= 0.85 (not met yet by the bundled checkpoint: an
-expected failure until a better one lands; it turns into XPASS then). The named-object guard
-catches a broken or untrained bundled model.
+The issue-2 bar: twin choice >= 95%, and <= 60% with the references blanked; round-1 IoU
+>= 0.85 and mean IoU rounds 1-5 >= 0.85. The named-object guard catches a broken or untrained
+bundled model.
 """
 
 from __future__ import annotations
@@ -50,8 +49,6 @@ def test_demo_model_tells_twins_apart_through_its_own_earlier_outputs(reports):
     assert blanked.twin_choice <= 0.60
 
 
-@pytest.mark.xfail(strict=False, reason="demo checkpoint below the issue-2 IoU bar (round 1 "
-                                        "0.81, rounds 1-5 0.76; see the issue note)")
 def test_demo_model_meets_the_issue_iou_bar(reports):
     report, _ = reports
     assert report.mean_iou(range(1, 2)) >= 0.85
