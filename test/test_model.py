@@ -14,8 +14,8 @@ from segllm_ros.model.sam import build_sam
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.batch import Sample, SampleRound, collate
 from segllm_training.losses import LossWeights, forward_batch
-from segllm_training.tabletop import generate_dataset
-from segllm_training.train_demo import to_sample
+from segllm_training.tabletop import TabletopConfig, generate_dataset
+from segllm_training.train_demo import demo_tokenizer, to_sample
 
 
 def test_config_round_trip(tmp_path):
@@ -76,7 +76,7 @@ def test_grown_checkpoint_computes_what_it_did_then_learns_in_its_new_blocks(tmp
     small = demo_config()
     small.sam.cnn_context_layers = 0
     torch.manual_seed(5)
-    model = SegLLMModel(small, tiny_model().tokenizer).eval()
+    model = SegLLMModel(small, demo_tokenizer(small, TabletopConfig())).eval()
     model.save_pretrained(tmp_path)
     big = demo_config()
     big.sam.cnn_context_layers = 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +81,7 @@ def lr_at(step: int, minutes: float, cfg: DemoTrainConfig) -> float:
                               min_progress=minutes / cfg.max_minutes)
 
 
-def load_experiment(path: str | Path, model_overrides: list[str] = ()
+def load_experiment(path: str | Path, model_overrides: Sequence[str] = ()
                     ) -> tuple[SegLLMConfig, DemoTrainConfig]:
     """The experiment YAML; ``model_overrides`` are ``dotted.key=value`` (value in YAML) on
     its ``model`` section, e.g. ``sam.cnn_context_layers=0`` for the staged recipe's start."""

@@ -9,7 +9,7 @@ SAM prompt/mask decoder; the mask encoder reuses the vision tower on masked crop
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -323,11 +323,10 @@ class SegLLMModel(nn.Module):
         error."""
         directory = Path(directory)
         old = SegLLMConfig.load(directory / CONFIG_NAME)
-        grown = SegLLMConfig.from_dict(config.to_dict())
-        grown.sam.cnn_context_layers = old.sam.cnn_context_layers
-        skip = ("llm", "vision")  # their shapes are checked by the weight load below
-        if {k: v for k, v in grown.to_dict().items() if k not in skip} != {
-                k: v for k, v in old.to_dict().items() if k not in skip}:
+        # llm/vision as saved are complete HF dicts; their shapes are checked by the load below
+        rest = replace(config, llm=old.llm, vision=old.vision,
+                       sam=replace(config.sam, cnn_context_layers=old.sam.cnn_context_layers))
+        if rest != old:
             raise ValueError(f"{directory}: a checkpoint can only grow CNN context blocks; "
                              "the rest of the config must match it")
         if config.sam.cnn_context_layers < old.sam.cnn_context_layers:
