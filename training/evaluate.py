@@ -274,8 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     histories = HISTORIES if args.history == "both" else (args.history,)
     reports = evaluate_items(engine, items(), histories, args.max_rounds)
     if skipped:
-        print(f"skipped conversations: "
-              f"{dict(skipped, missing_image=skipped['missing_image'])}")
+        print(f"skipped conversations: {dict(skipped)}")
     print(write_reports(reports, args.out, title=Path(args.checkpoint).name,
                         max_rounds=args.max_rounds))
 

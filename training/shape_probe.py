@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from segllm_ros.engine.engine import SegLLMEngine
 from segllm_ros.model.segllm import SegLLMModel
+from segllm_ros.model.transforms import to_tensor
 from segllm_training.data import tabletop_item
 from segllm_training.evaluate import run_conversation
 from segllm_training.tabletop import SHAPES, Scene, TabletopConfig, generate_scene
@@ -66,8 +67,7 @@ def shape_features(model: SegLLMModel, scenes: list[Scene]) -> tuple[np.ndarray,
     """Per object: (centre-cell embedding, object-mean embedding, shape index)."""
     centre, mean, label = [], [], []
     for scene in scenes:
-        image = torch.from_numpy(scene.image).permute(2, 0, 1).float()
-        emb = model.sam_embedding([image])[0]
+        emb = model.sam_embedding([to_tensor(scene.image)])[0]
         grid = emb.shape[-1]
         for obj in scene.objects:
             cells = F.adaptive_avg_pool2d(torch.from_numpy(obj.mask).float()[None], grid)[0]
