@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 from helpers import tiny_model
 
-from segllm_training.shape_probe import _miss_kind, linear_probe_accuracy, miss_kinds
+from segllm_training.shape_probe import _miss_kind, linear_probe_accuracy, miss_kinds, round_kinds
 from segllm_training.tabletop_eval import held_out
 
 
@@ -35,3 +35,14 @@ def test_miss_count_covers_every_scored_round():
     assert report["rounds"] == sum(min(len(c.rounds), 5) for c in held_out(3))
     assert sum(report["by_kind"].values()) == report["misses"] <= report["rounds"]
     assert report["misses"] > 0  # an untrained model misses
+
+
+def test_round_kinds_score_every_round_once_by_its_kind():
+    model = tiny_model(seed=0)
+    report = round_kinds(model, n=4, batch_size=3)
+    convs = held_out(4)
+    assert sum(k["rounds"] for k in report.values()) == sum(len(c.rounds) for c in convs)
+    kinds = {r.kind for c in convs for r in c.rounds}
+    assert {k.split(",")[0] for k in report} == kinds
+    for stats in report.values():
+        assert 0.0 <= stats["mean_iou"] <= 1.0 and 0.0 <= stats["under_0.5"] <= 1.0

@@ -43,10 +43,21 @@ def batch_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
-def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
-    """One teacher-forced pass over whole conversations: LM loss on the answers, mask loss on
-    every round's target (and its referenced object when mask-aware decoding is on); only
-    the rounds in ``batch.mask_weight`` are decoded (upstream: k random rounds)."""
+@dataclass
+class BatchPrediction:
+    """What one teacher-forced pass predicts, in ``batch.mask_weight`` round order."""
+
+    text_loss: torch.Tensor
+    target_logits: torch.Tensor          # (R, S, S) mask logits of the decoded rounds
+    target_iou: torch.Tensor             # (R,) SAM's predicted IoU
+    ref_logits: torch.Tensor | None      # mask-aware decoding: the referenced object again
+    ref_targets: torch.Tensor | None
+
+
+def predict_batch(model, batch: Batch) -> BatchPrediction:
+    """One teacher-forced pass over whole conversations: the LM loss on the answers and the
+    mask logits of every round in ``batch.mask_weight`` (upstream: k random rounds), plus the
+    referenced object's when mask-aware decoding is on."""
     image_tokens = model.image_tokens(batch.images)
     keeps = batch.ref_keep if batch.ref_keep is not None else [None] * len(batch.ref_masks)
     ref_tokens = torch.cat([model.reference_tokens(img, refs, keep) for img, refs, keep
@@ -79,15 +90,25 @@ def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, di
         if len(slots) > 1:
             ref_logits.append(up[idx.numel():])
             ref_targets.append(batch.first_ref[with_ref])
-    target_logits_t = torch.cat(target_logits)
+    return BatchPrediction(text_loss, torch.cat(target_logits), torch.cat(target_iou),
+                           torch.cat(ref_logits) if ref_logits else None,
+                           torch.cat(ref_targets) if ref_targets else None)
+
+
+def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one teacher-forced pass (:func:`predict_batch`): LM loss on the answers, mask
+    loss on every decoded round's target and, with mask-aware decoding, its referenced
+    object; SAM's IoU head learns the masks' real IoU."""
+    pred = predict_batch(model, batch)
     targets = batch.targets[batch.mask_weight]
-    loss_target = mask_loss(target_logits_t, targets, w)
-    ious = batch_iou(target_logits_t, targets)
-    iou_loss = F.mse_loss(torch.cat(target_iou), ious.detach())
-    loss = w.text * text_loss + w.target * loss_target + w.iou * iou_loss
-    metrics = {"text": text_loss.item(), "mask": loss_target.item(), "iou_pred": iou_loss.item()}
-    if ref_logits:
-        loss_ref = mask_loss(torch.cat(ref_logits), torch.cat(ref_targets), w)
+    loss_target = mask_loss(pred.target_logits, targets, w)
+    ious = batch_iou(pred.target_logits, targets)
+    iou_loss = F.mse_loss(pred.target_iou, ious.detach())
+    loss = w.text * pred.text_loss + w.target * loss_target + w.iou * iou_loss
+    metrics = {"text": pred.text_loss.item(), "mask": loss_target.item(),
+               "iou_pred": iou_loss.item()}
+    if pred.ref_logits is not None:
+        loss_ref = mask_loss(pred.ref_logits, pred.ref_targets, w)
         loss = loss + w.reference * loss_ref
         metrics["ref_mask"] = loss_ref.item()
     metrics["iou"] = ious.mean().item()

@@ -1,14 +1,17 @@
-"""Why a tabletop checkpoint misses: what its bad masks cover, and whether its SAM image
-embedding carries object shape at all.
+"""Why a tabletop checkpoint misses: what its bad masks cover, which kinds of round it has not
+learnt, and whether its SAM image embedding carries object shape at all.
 
     python -m segllm_training.shape_probe --checkpoint models/demo [--out FILE.json]
 
-Two measurements, both on data the trainer never sees:
+Three measurements, all on data the trainer never sees:
 
 - ``misses``: held-out rounds 1-5 (:func:`segllm_training.tabletop_eval.held_out`, the model's
   own outputs as references) with IoU < 0.5, by what else the mask covers (> 30% of an object):
   an object of the target's colour but another shape, the target's twin, another object, or
   nothing else (the target itself is missed or cut).
+- ``round_kinds``: IoU per round kind (describe, relation, other, again; split by whether the
+  target has an identical twin) on the same conversations, teacher-forced as in training
+  (ground-truth references), so each kind is scored on its own and not on earlier misses.
 - ``shape_probe``: a linear classifier of the 4 shapes from the SAM embedding (image encoder
   output), trained on 70% of the objects of 400 new scenes and scored on the rest: at the
   object's centre cell, and averaged over its cells. Chance is 25%.
@@ -28,10 +31,13 @@ import torch.nn.functional as F
 from segllm_ros.engine.engine import SegLLMEngine
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.model.transforms import to_tensor
+from segllm_training.batch import collate
 from segllm_training.data import tabletop_item
 from segllm_training.evaluate import run_conversation
+from segllm_training.losses import batch_iou, predict_batch
 from segllm_training.tabletop import SHAPES, Scene, TabletopConfig, generate_scene
 from segllm_training.tabletop_eval import held_out
+from segllm_training.train_demo import to_sample
 
 PROBE_SEED = 5  # scenes for the probe: a stream of their own
 
@@ -60,6 +66,26 @@ def _miss_kind(target, covered) -> str:
     if any(o.color == target.color for o in covered):
         return "twin"
     return "other object" if covered else "target missed or cut"
+
+
+@torch.no_grad()
+def round_kinds(model: SegLLMModel, n: int = 50, batch_size: int = 10) -> dict:
+    """Teacher-forced IoU by round kind, ``"<kind>"`` or ``"<kind>, twin"``: mean IoU,
+    rounds, and the share under 0.5."""
+    model.eval()
+    ious: dict[str, list[float]] = {}
+    convs = held_out(n)
+    for start in range(0, len(convs), batch_size):
+        chunk = convs[start:start + batch_size]
+        batch = collate([to_sample(c) for c in chunk], model)
+        scores = batch_iou(predict_batch(model, batch).target_logits, batch.targets).tolist()
+        rounds = [(c.scene, r) for c in chunk for r in c.rounds]
+        for (scene, rnd), iou in zip(rounds, scores, strict=True):
+            twin = ", twin" if scene.twin_of(rnd.target) is not None else ""
+            ious.setdefault(rnd.kind + twin, []).append(iou)
+    return {kind: {"mean_iou": float(np.mean(v)), "rounds": len(v),
+                   "under_0.5": float(np.mean(np.array(v) < 0.5))}
+            for kind, v in sorted(ious.items())}
 
 
 @torch.no_grad()
@@ -113,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     model = SegLLMModel.from_pretrained(args.checkpoint)
     report = {"checkpoint": str(args.checkpoint), "misses": miss_kinds(model),
-              "shape_probe": shape_probe(model)}
+              "round_kinds": round_kinds(model), "shape_probe": shape_probe(model)}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
