@@ -5,8 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-from helpers import tiny_model
+from helpers import DEMO_MODEL, tiny_model
 
+from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.shape_probe import _miss_kind, linear_probe_accuracy, miss_kinds, round_kinds
 from segllm_training.tabletop_eval import held_out
 
@@ -46,3 +47,11 @@ def test_round_kinds_score_every_round_once_by_its_kind():
     assert {k.split(",")[0] for k in report} == kinds
     for stats in report.values():
         assert 0.0 <= stats["mean_iou"] <= 1.0 and 0.0 <= stats["under_0.5"] <= 1.0
+
+
+def test_round_kinds_put_each_score_on_its_own_round():
+    """A misaligned round/score pairing would smear the trained model's near-perfect "again"
+    rounds (it copies the referenced mask) with the other kinds' scores."""
+    report = round_kinds(SegLLMModel.from_pretrained(DEMO_MODEL), n=8, batch_size=3)
+    again = [v for k, v in report.items() if k.startswith("again")]
+    assert again and all(v["mean_iou"] > 0.95 for v in again)
