@@ -5,10 +5,18 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 from helpers import DEMO_MODEL, tiny_model
 
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.shape_probe import _miss_kind, linear_probe_accuracy, miss_kinds, round_kinds
+from segllm_training.shape_probe import (
+    _miss_kind,
+    linear_probe_accuracy,
+    miss_kinds,
+    prompt_attributes,
+    round_kinds,
+)
+from segllm_training.tabletop import COLORS
 from segllm_training.tabletop_eval import held_out
 
 
@@ -27,7 +35,8 @@ def test_misses_are_named_by_what_else_the_mask_covers():
     target = obj("red", "triangle")
     assert _miss_kind(target, [obj("red", "square")]) == "same colour, other shape"
     assert _miss_kind(target, [obj("red", "triangle")]) == "twin"
-    assert _miss_kind(target, [obj("blue", "triangle")]) == "other object"
+    assert _miss_kind(target, [obj("blue", "triangle")]) == "same shape, other colour"
+    assert _miss_kind(target, [obj("blue", "circle")]) == "other object"
     assert _miss_kind(target, []) == "target missed or cut"
 
 
@@ -55,3 +64,22 @@ def test_round_kinds_put_each_score_on_its_own_round():
     report = round_kinds(SegLLMModel.from_pretrained(DEMO_MODEL), n=8, batch_size=3)
     again = [v for k, v in report.items() if k.startswith("again")]
     assert again and all(v["mean_iou"] > 0.95 for v in again)
+
+
+def test_prompt_attributes_see_a_word_only_when_it_changes_the_prompt():
+    """Give every colour word one shared embedding: the colour can then reach the prompt by
+    no path, so its share must be 0, while the shape word still moves the prompt."""
+    model = tiny_model(seed=0)
+    with torch.no_grad():
+        table = model.llm.get_input_embeddings().weight
+        ids = model.tokenizer.convert_tokens_to_ids(list(COLORS))
+        table[ids] = table[ids[0]].clone()
+    report = prompt_attributes(model, n_scenes=2)
+    assert report["colour"] < 1e-6
+    assert report["shape"] > 0.05
+
+
+def test_prompt_attributes_of_the_shipped_model_carry_both_words():
+    report = prompt_attributes(SegLLMModel.from_pretrained(DEMO_MODEL), n_scenes=2)
+    assert report["colour"] > 0.5 and report["shape"] > 0.05
+    assert report["colour"] + report["shape"] <= 1.0 + 1e-6

@@ -48,6 +48,7 @@ class BatchPrediction:
     """What one teacher-forced pass predicts, in ``batch.mask_weight`` round order."""
 
     text_loss: torch.Tensor
+    prompts: torch.Tensor                # (R, slots, T, C) SAM prompt tokens of every round
     target_logits: torch.Tensor          # (R, S, S) mask logits of the decoded rounds
     target_iou: torch.Tensor             # (R,) SAM's predicted IoU
     ref_logits: torch.Tensor | None      # mask-aware decoding: the referenced object again
@@ -90,7 +91,7 @@ def predict_batch(model, batch: Batch) -> BatchPrediction:
         if len(slots) > 1:
             ref_logits.append(up[idx.numel():])
             ref_targets.append(batch.first_ref[with_ref])
-    return BatchPrediction(text_loss, torch.cat(target_logits), torch.cat(target_iou),
+    return BatchPrediction(text_loss, prompts, torch.cat(target_logits), torch.cat(target_iou),
                            torch.cat(ref_logits) if ref_logits else None,
                            torch.cat(ref_targets) if ref_targets else None)
 

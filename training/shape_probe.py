@@ -1,5 +1,6 @@
 """Why a tabletop checkpoint misses: what its bad masks cover, which kinds of round it has not
-learnt, and whether its SAM image embedding carries object shape at all.
+learnt, whether its SAM image embedding carries object shape at all, and which words of the
+query reach the mask decoder.
 
     python -m segllm_training.shape_probe --checkpoint models/demo [--out FILE.json]
 
@@ -7,14 +8,19 @@ Three measurements, all on data the trainer never sees:
 
 - ``misses``: held-out rounds 1-5 (:func:`segllm_training.tabletop_eval.held_out`, the model's
   own outputs as references) with IoU < 0.5, by what else the mask covers (> 30% of an object):
-  an object of the target's colour but another shape, the target's twin, another object, or
-  nothing else (the target itself is missed or cut).
+  an object of the target's colour but another shape, the target's twin, an object of the
+  target's shape but another colour, another object, or nothing else (the target itself is
+  missed or cut).
 - ``round_kinds``: IoU per round kind (describe, relation, other, again; split by whether the
   target has an identical twin) on the same conversations, teacher-forced as in training
   (ground-truth references), so each kind is scored on its own and not on earlier misses.
 - ``shape_probe``: a linear classifier of the 4 shapes from the SAM embedding (image encoder
   output), trained on 70% of the objects of 400 new scenes and scored on the rest: at the
   object's centre cell, and averaged over its cells. Chance is 25%.
+- ``prompt_attributes``: the seg head's SAM prompt for "the {colour} {shape}", all 20 pairs on
+  one held-out scene at a time: the share of the prompts' variance that the colour word
+  explains, and the share the shape word explains. A model that ignores one word (it masks
+  every triangle for "the green triangle") has a share of 0 for it.
 """
 
 from __future__ import annotations
@@ -31,11 +37,11 @@ import torch.nn.functional as F
 from segllm_ros.engine.engine import SegLLMEngine
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.model.transforms import to_tensor
-from segllm_training.batch import collate
+from segllm_training.batch import Sample, SampleRound, collate
 from segllm_training.data import tabletop_item
 from segllm_training.evaluate import run_conversation
 from segllm_training.losses import batch_iou, predict_batch
-from segllm_training.tabletop import SHAPES, Scene, TabletopConfig, generate_scene
+from segllm_training.tabletop import COLORS, SHAPES, Scene, TabletopConfig, generate_scene
 from segllm_training.tabletop_eval import held_out
 from segllm_training.train_demo import to_sample
 
@@ -65,6 +71,8 @@ def _miss_kind(target, covered) -> str:
         return "same colour, other shape"
     if any(o.color == target.color for o in covered):
         return "twin"
+    if any(o.shape == target.shape for o in covered):
+        return "same shape, other colour"
     return "other object" if covered else "target missed or cut"
 
 
@@ -131,6 +139,30 @@ def shape_probe(model: SegLLMModel, n_scenes: int = 400) -> dict:
             "object_mean": linear_probe_accuracy(mean, label)}
 
 
+@torch.no_grad()
+def prompt_attributes(model: SegLLMModel, n_scenes: int = 5) -> dict:
+    """Share of the target prompt's variance explained by the colour word and by the shape
+    word (between-group sum of squares over total), averaged over ``n_scenes`` scenes."""
+    model.eval()
+    names = [(color, shape) for color in COLORS for shape in SHAPES]
+    shares: dict[str, list[float]] = {"colour": [], "shape": []}
+    for conv in held_out(n_scenes):
+        empty = np.zeros(conv.scene.image.shape[:2], dtype=bool)
+        samples = [Sample(conv.scene.image, [SampleRound(f"the {c} {s}", [], empty)])
+                   for c, s in names]
+        prompts = predict_batch(model, collate(samples, model)).prompts[:, 0].flatten(1)
+        centred = prompts - prompts.mean(0)
+        total = float((centred ** 2).sum())
+        for key, index in (("colour", 0), ("shape", 1)):
+            labels = [name[index] for name in names]
+            between = sum(
+                float(centred[[i for i, v in enumerate(labels) if v == value]].mean(0)
+                      .pow(2).sum()) * labels.count(value)
+                for value in set(labels))
+            shares[key].append(between / total)
+    return {key: float(np.mean(v)) for key, v in shares.items()} | {"scenes": n_scenes}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="models/demo")
@@ -139,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     model = SegLLMModel.from_pretrained(args.checkpoint)
     report = {"checkpoint": str(args.checkpoint), "misses": miss_kinds(model),
-              "round_kinds": round_kinds(model), "shape_probe": shape_probe(model)}
+              "round_kinds": round_kinds(model), "shape_probe": shape_probe(model),
+              "prompt_attributes": prompt_attributes(model)}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

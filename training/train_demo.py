@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, help="data stream seed (default: config)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: config)")
     parser.add_argument("--warmup-steps", type=int, help="default: config")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: config)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override the config's model section, e.g. sam.cnn_context_layers=0")
     args = parser.parse_args(argv)
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg.max_steps = args.max_steps
     if args.max_minutes:
         cfg.max_minutes = args.max_minutes
-    for name in ("seed", "lr", "warmup_steps"):
+    for name in ("seed", "lr", "warmup_steps", "threads"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     train(model_cfg, cfg, Path(args.out), init=args.init)

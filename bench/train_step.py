@@ -1,0 +1,161 @@
+"""Cost of one demo training step, per setting the demo recipe chooses between.
+
+    .venv/bin/python bench/train_step.py [--config config/demo_model.yaml] --out bench/results
+        [--repeats 3] [--steps 6] [--batch-size 8]
+
+Why: the demo model must train in an hour on a 2-core CPU, so the recipe's settings are
+chosen by what a step costs: OpenMP threads (1 or 2) and mask-aware decoding (which decodes
+every referenced object a second time). This measures all four combinations in one process
+on the same batches, so the ratios hold even when the machine's speed drifts:
+
+* every repeat times ``--steps`` steps of each setting (after one warm-up step, not
+  recorded); the setting that goes first rotates between repeats;
+* a step is forward + backward + AdamW, timed with ``time.perf_counter``; making the batch
+  (scene generation + collate) is timed apart, as ``data_s``;
+* the CPU time the hypervisor took from this VM (``steal`` in ``/proc/stat``) is reported as
+  a share of the run, because a shared 2-core machine slows down 2 threads first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rounds import machine_info  # also puts this checkout first on sys.path
+
+from segllm_ros.model.segllm import SegLLMModel
+from segllm_training.batch import Batch, collate
+from segllm_training.losses import LossWeights, forward_batch
+from segllm_training.train_demo import (
+    conversation_stream,
+    demo_tokenizer,
+    load_experiment,
+    to_sample,
+)
+
+BASELINE = "1 thread, mask-aware"
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs so far; (0, 0) where /proc/stat is missing."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0, 0
+    ticks = [int(v) for v in fields]
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks[:8])
+
+
+def label(threads: int, mask_aware: bool) -> str:
+    decoding = "mask-aware" if mask_aware else "plain"
+    return f"{threads} thread{'s' if threads > 1 else ''}, {decoding}"
+
+
+def time_steps(model: SegLLMModel, batches: list[Batch], weights: LossWeights, threads: int,
+               opt: torch.optim.Optimizer) -> list[float]:
+    """Seconds per training step on ``batches`` (the first is a warm-up)."""
+    torch.set_num_threads(threads)
+    times = []
+    for batch in batches:
+        start = time.perf_counter()
+        loss, _ = forward_batch(model, batch, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return times[1:]
+
+
+def run(config_path: str, repeats: int, steps: int, batch_size: int) -> dict[str, Any]:
+    settings = list(itertools.product((1, 2), (True, False)))
+    models, opts = {}, {}
+    for threads, aware in settings:
+        model_cfg, cfg = load_experiment(config_path,
+                                         [f"mask_aware_decoding={str(aware).lower()}"])
+        torch.manual_seed(0)
+        model = SegLLMModel(model_cfg, demo_tokenizer(model_cfg, cfg.tabletop)).train()
+        models[threads, aware] = model
+        opts[threads, aware] = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    stream = conversation_stream(0, cfg.tabletop)
+    data_s, batches = [], []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        batches.append([to_sample(next(stream)) for _ in range(batch_size)])
+        data_s.append(time.perf_counter() - start)
+    collated = {key: [collate(samples, models[key]) for samples in batches] for key in settings}
+
+    times: dict[tuple[int, bool], list[float]] = {key: [] for key in settings}
+    steal0, total0 = cpu_ticks()
+    for r in range(repeats):
+        for key in settings[r % len(settings):] + settings[: r % len(settings)]:
+            times[key] += time_steps(models[key], collated[key], cfg.loss, key[0],
+                                     opts[key])
+    steal1, total1 = cpu_ticks()
+    base = statistics.median(times[1, True])
+    table = [{"setting": label(*key), "threads": key[0], "mask_aware_decoding": key[1],
+              "step_s": {"median": statistics.median(v), "min": min(v), "max": max(v)},
+              "steps_per_hour": 3600 / statistics.median(v),
+              "speedup_vs_baseline": base / statistics.median(v)}
+             for key, v in times.items()]
+    return {"config": config_path, "batch_size": batch_size, "repeats": repeats,
+            "steps_per_repeat": steps, "baseline": BASELINE, "table": table,
+            "data_s_per_batch": statistics.median(data_s),
+            "steal_share": (steal1 - steal0) / max(total1 - total0, 1),
+            "machine": machine_info()}
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Median step time per setting (bar: min..max), with the speed-up over the baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["table"]
+    med = [row["step_s"]["median"] for row in rows]
+    err = [[m - row["step_s"]["min"] for m, row in zip(med, rows, strict=True)],
+           [row["step_s"]["max"] - m for m, row in zip(med, rows, strict=True)]]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    bars = ax.bar([row["setting"] for row in rows], med, yerr=err, capsize=4,
+                  color=["tab:gray", "tab:blue", "tab:gray", "tab:blue"])
+    for bar, row in zip(bars, rows, strict=True):
+        ax.annotate(f"×{row['speedup_vs_baseline']:.2f}", (bar.get_x() + bar.get_width() / 2,
+                    bar.get_height()), ha="center", va="bottom", xytext=(0, 3),
+                    textcoords="offset points")
+    ax.set_ylabel("seconds per step (median, bar: min..max)")
+    ax.set_title(f"demo training step, {result['batch_size']} conversations "
+                 f"(CPU steal {100 * result['steal_share']:.0f}% of the run)")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config/demo_model.yaml")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args(argv)
+    result = run(args.config, args.repeats, args.steps, args.batch_size)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "train_step.json").write_text(json.dumps(result, indent=2))
+    plot(result, args.out / "train_step.png")
+    for row in result["table"]:
+        print(f"{row['setting']:<24} {row['step_s']['median']:.3f} s/step "
+              f"(×{row['speedup_vs_baseline']:.2f}, {row['steps_per_hour']:.0f} steps/h)")
+    print(f"data: {result['data_s_per_batch']:.3f} s/batch; CPU steal "
+          f"{100 * result['steal_share']:.1f}%")
+    return result
+
+
+if __name__ == "__main__":
+    main()
