@@ -36,12 +36,14 @@ test: install
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# Per-round latency (torch, ONNX Runtime), node overhead vs memcpy, memory per conversation.
+# Per-round latency (torch, ONNX Runtime), node overhead vs memcpy, memory per conversation,
+# demo training step cost.
 bench: install
 	$(VPY) bench/rounds.py --out bench/results
 	$(VPY) bench/rounds.py --backend onnxruntime --out bench/results
 	$(VPY) bench/node_overhead.py --out bench/results
 	$(VPY) bench/memory.py --out bench/results
+	$(VPY) bench/train_step.py --out bench/results
 
 # ONNX graphs of the bundled demo model (backend:=onnxruntime reads <model>/onnx by default).
 export-demo: install
