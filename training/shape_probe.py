@@ -4,7 +4,7 @@ query reach the mask decoder.
 
     python -m segllm_training.shape_probe --checkpoint models/demo [--out FILE.json]
 
-Three measurements, all on data the trainer never sees:
+Four measurements, all on data the trainer never sees:
 
 - ``misses``: held-out rounds 1-5 (:func:`segllm_training.tabletop_eval.held_out`, the model's
   own outputs as references) with IoU < 0.5, by what else the mask covers (> 30% of an object):
