@@ -10,8 +10,9 @@ on the same batches, so the ratios hold even when the machine's speed drifts:
 
 * every repeat times ``--steps`` steps of each setting (after one warm-up step, not
   recorded); the setting that goes first rotates between repeats;
-* a step is forward + backward + AdamW, timed with ``time.perf_counter``; making the batch
-  (scene generation + collate) is timed apart, as ``data_s``;
+* a step is the trainer's own (``train_demo.train_step``: forward, backward, gradient
+  clipping, AdamW), timed with ``time.perf_counter``; making the batch (scene generation) is
+  timed apart, as ``data_s``;
 * the CPU time the hypervisor took from this VM (``steal`` in ``/proc/stat``) is reported as
   a share of the run, because a shared 2-core machine slows down 2 threads first.
 """
@@ -23,6 +24,7 @@ import itertools
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,13 @@ from rounds import machine_info  # also puts this checkout first on sys.path
 
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.batch import Batch, collate
-from segllm_training.losses import LossWeights, forward_batch
 from segllm_training.train_demo import (
+    DemoTrainConfig,
     conversation_stream,
     demo_tokenizer,
     load_experiment,
     to_sample,
+    train_step,
 )
 
 BASELINE = "1 thread, mask-aware"
@@ -57,45 +60,41 @@ def label(threads: int, mask_aware: bool) -> str:
     return f"{threads} thread{'s' if threads > 1 else ''}, {decoding}"
 
 
-def time_steps(model: SegLLMModel, batches: list[Batch], weights: LossWeights, threads: int,
-               opt: torch.optim.Optimizer) -> list[float]:
-    """Seconds per training step on ``batches`` (the first is a warm-up)."""
+def time_steps(model: SegLLMModel, batches: list[Batch], opt: torch.optim.Optimizer,
+               cfg: DemoTrainConfig, threads: int) -> list[float]:
+    """Seconds per trainer step (:func:`train_step`) on ``batches`` (the first is a warm-up)."""
     torch.set_num_threads(threads)
     times = []
-    for batch in batches:
+    for i, batch in enumerate(batches):
         start = time.perf_counter()
-        loss, _ = forward_batch(model, batch, weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, batch, opt, cfg, i)
         times.append(time.perf_counter() - start)
     return times[1:]
 
 
 def run(config_path: str, repeats: int, steps: int, batch_size: int) -> dict[str, Any]:
-    settings = list(itertools.product((1, 2), (True, False)))
-    models, opts = {}, {}
-    for threads, aware in settings:
-        model_cfg, cfg = load_experiment(config_path,
-                                         [f"mask_aware_decoding={str(aware).lower()}"])
-        torch.manual_seed(0)
-        model = SegLLMModel(model_cfg, demo_tokenizer(model_cfg, cfg.tabletop)).train()
-        models[threads, aware] = model
-        opts[threads, aware] = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model_cfg, cfg = load_experiment(config_path)
+    models, opts, collated = {}, {}, {}
     stream = conversation_stream(0, cfg.tabletop)
     data_s, batches = [], []
     for _ in range(steps + 1):
         start = time.perf_counter()
         batches.append([to_sample(next(stream)) for _ in range(batch_size)])
         data_s.append(time.perf_counter() - start)
-    collated = {key: [collate(samples, models[key]) for samples in batches] for key in settings}
+    for aware in (True, False):  # one model per decoding; both thread counts train it on
+        torch.manual_seed(0)
+        mc = replace(model_cfg, mask_aware_decoding=aware)
+        models[aware] = SegLLMModel(mc, demo_tokenizer(mc, cfg.tabletop)).train()
+        opts[aware] = torch.optim.AdamW(models[aware].parameters(), lr=cfg.lr)
+        collated[aware] = [collate(samples, models[aware]) for samples in batches]
 
+    settings = list(itertools.product((1, 2), (True, False)))
     times: dict[tuple[int, bool], list[float]] = {key: [] for key in settings}
     steal0, total0 = cpu_ticks()
     for r in range(repeats):
-        for key in settings[r % len(settings):] + settings[: r % len(settings)]:
-            times[key] += time_steps(models[key], collated[key], cfg.loss, key[0],
-                                     opts[key])
+        for threads, aware in settings[r % len(settings):] + settings[: r % len(settings)]:
+            times[threads, aware] += time_steps(models[aware], collated[aware], opts[aware],
+                                                cfg, threads)
     steal1, total1 = cpu_ticks()
     base = statistics.median(times[1, True])
     table = [{"setting": label(*key), "threads": key[0], "mask_aware_decoding": key[1],

@@ -48,17 +48,15 @@ class BatchPrediction:
     """What one teacher-forced pass predicts, in ``batch.mask_weight`` round order."""
 
     text_loss: torch.Tensor
-    prompts: torch.Tensor                # (R, slots, T, C) SAM prompt tokens of every round
     target_logits: torch.Tensor          # (R, S, S) mask logits of the decoded rounds
     target_iou: torch.Tensor             # (R,) SAM's predicted IoU
     ref_logits: torch.Tensor | None      # mask-aware decoding: the referenced object again
     ref_targets: torch.Tensor | None
 
 
-def predict_batch(model, batch: Batch) -> BatchPrediction:
-    """One teacher-forced pass over whole conversations: the LM loss on the answers and the
-    mask logits of every round in ``batch.mask_weight`` (upstream: k random rounds), plus the
-    referenced object's when mask-aware decoding is on."""
+def prompt_pass(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LLM half of a teacher-forced pass: the LM loss on the answers and every round's
+    SAM prompt tokens (R, slots, T, C), from the ``<seg>`` state and the turn's mean input."""
     image_tokens = model.image_tokens(batch.images)
     keeps = batch.ref_keep if batch.ref_keep is not None else [None] * len(batch.ref_masks)
     ref_tokens = torch.cat([model.reference_tokens(img, refs, keep) for img, refs, keep
@@ -68,9 +66,15 @@ def predict_batch(model, batch: Batch) -> BatchPrediction:
     logits = model.llm.get_output_embeddings()(hidden[:, :-1])
     text_loss = F.cross_entropy(logits.flatten(0, 1), batch.labels[:, 1:].flatten(),
                                 ignore_index=IGNORE_INDEX)
-
     turn_mean = torch.einsum("rl,rlh->rh", batch.turn_pool, embeds[batch.seg_batch])
-    prompts = model.seg_prompts(hidden[batch.seg_batch, batch.seg_pos], turn_mean)
+    return text_loss, model.seg_prompts(hidden[batch.seg_batch, batch.seg_pos], turn_mean)
+
+
+def predict_batch(model, batch: Batch) -> BatchPrediction:
+    """One teacher-forced pass over whole conversations: the LM loss on the answers and the
+    mask logits of every round in ``batch.mask_weight`` (upstream: k random rounds), plus the
+    referenced object's when mask-aware decoding is on."""
+    text_loss, prompts = prompt_pass(model, batch)
     sam_emb = model.sam_embedding(batch.images)
     size = model.config.sam.image_size
     target_logits, target_iou, ref_logits, ref_targets = [], [], [], []
@@ -91,7 +95,7 @@ def predict_batch(model, batch: Batch) -> BatchPrediction:
         if len(slots) > 1:
             ref_logits.append(up[idx.numel():])
             ref_targets.append(batch.first_ref[with_ref])
-    return BatchPrediction(text_loss, prompts, torch.cat(target_logits), torch.cat(target_iou),
+    return BatchPrediction(text_loss, torch.cat(target_logits), torch.cat(target_iou),
                            torch.cat(ref_logits) if ref_logits else None,
                            torch.cat(ref_targets) if ref_targets else None)
 

@@ -40,7 +40,7 @@ from segllm_ros.model.transforms import to_tensor
 from segllm_training.batch import Sample, SampleRound, collate
 from segllm_training.data import tabletop_item
 from segllm_training.evaluate import run_conversation
-from segllm_training.losses import batch_iou, predict_batch
+from segllm_training.losses import batch_iou, predict_batch, prompt_pass
 from segllm_training.tabletop import COLORS, SHAPES, Scene, TabletopConfig, generate_scene
 from segllm_training.tabletop_eval import held_out
 from segllm_training.train_demo import to_sample
@@ -144,22 +144,16 @@ def prompt_attributes(model: SegLLMModel, n_scenes: int = 5) -> dict:
     """Share of the target prompt's variance explained by the colour word and by the shape
     word (between-group sum of squares over total), averaged over ``n_scenes`` scenes."""
     model.eval()
-    names = [(color, shape) for color in COLORS for shape in SHAPES]
     shares: dict[str, list[float]] = {"colour": [], "shape": []}
     for conv in held_out(n_scenes):
         empty = np.zeros(conv.scene.image.shape[:2], dtype=bool)
         samples = [Sample(conv.scene.image, [SampleRound(f"the {c} {s}", [], empty)])
-                   for c, s in names]
-        prompts = predict_batch(model, collate(samples, model)).prompts[:, 0].flatten(1)
-        centred = prompts - prompts.mean(0)
-        total = float((centred ** 2).sum())
-        for key, index in (("colour", 0), ("shape", 1)):
-            labels = [name[index] for name in names]
-            between = sum(
-                float(centred[[i for i, v in enumerate(labels) if v == value]].mean(0)
-                      .pow(2).sum()) * labels.count(value)
-                for value in set(labels))
-            shares[key].append(between / total)
+                   for c in COLORS for s in SHAPES]
+        prompts = prompt_pass(model, collate(samples, model))[1][:, 0].flatten(1)
+        grid = (prompts - prompts.mean(0)).view(len(COLORS), len(SHAPES), -1)
+        total = float(grid.pow(2).sum())
+        shares["colour"].append(len(SHAPES) * float(grid.mean(1).pow(2).sum()) / total)
+        shares["shape"].append(len(COLORS) * float(grid.mean(0).pow(2).sum()) / total)
     return {key: float(np.mean(v)) for key, v in shares.items()} | {"scenes": n_scenes}
 
 

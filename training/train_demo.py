@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.batch import Sample, SampleRound, collate
+from segllm_training.batch import Batch, Sample, SampleRound, collate
 from segllm_training.build import word_tokenizer
 from segllm_training.losses import LossWeights, forward_batch
 from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_conversation
@@ -98,6 +98,21 @@ def load_experiment(path: str | Path, model_overrides: Sequence[str] = ()
     return SegLLMConfig.from_dict(data["model"]), DemoTrainConfig.from_dict(data.get("train", {}))
 
 
+def train_step(model: SegLLMModel, batch: Batch, opt: torch.optim.Optimizer,
+               cfg: DemoTrainConfig, step: int) -> dict[str, float]:
+    """One optimizer step on ``batch`` (gradients clipped over the optimizer's parameters);
+    returns the loss metrics. Also what ``bench/train_step.py`` times."""
+    loss, metrics = forward_batch(model, batch, cfg.loss)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss at step {step}: {metrics}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]],
+                                   cfg.grad_clip)
+    opt.step()
+    return metrics
+
+
 def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path, progress: bool = True,
           init: Path | None = None) -> tuple[SegLLMModel, list[dict]]:
     """Train from scratch, or go on from the checkpoint ``init`` (fresh schedule; the log
@@ -114,8 +129,8 @@ def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path, progress: bo
         model = SegLLMModel(model_cfg, demo_tokenizer(model_cfg, cfg.tabletop)).train()
     first_step = history[-1]["step"] + 1 if history else 0
     stage = history[-1].get("stage", 0) + 1 if history else 0
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     stream = conversation_stream(cfg.seed, cfg.tabletop)
     start = time.monotonic()
     bar = tqdm(range(cfg.max_steps), disable=not progress, desc="train_demo")
@@ -125,13 +140,7 @@ def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path, progress: bo
         for group in opt.param_groups:
             group["lr"] = lr
         batch = collate([to_sample(next(stream)) for _ in range(cfg.batch_size)], model)
-        loss, metrics = forward_batch(model, batch, cfg.loss)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {step}: {metrics}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        metrics = train_step(model, batch, opt, cfg, step)
         metrics.update(step=first_step + step, stage=stage, lr=lr, minutes=minutes)
         history.append(metrics)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", iou=f"{metrics['iou']:.3f}")
