@@ -123,6 +123,19 @@ def test_twin_prob_zero_and_one() -> None:
             assert has is expect
 
 
+def test_twin_describe_weight_picks_twins_first() -> None:
+    """Round 1 is always a describe round; its target is a twin about 2/(2 + unique objects)
+    of the time at weight 1, and nearly always at weight 50."""
+
+    def twin_share(weight: float) -> float:
+        cfg = TabletopConfig(twin_prob=1.0, twin_describe_weight=weight)
+        convs = generate_dataset(3, 200, cfg)
+        return np.mean([c.scene.twin_of(c.rounds[0].target) is not None for c in convs])
+
+    assert twin_share(1.0) < 0.65
+    assert twin_share(50.0) > 0.9
+
+
 def test_queries_within_vocabulary(dataset: list[TabletopConversation]) -> None:
     vocab = set(vocabulary())
     assert {"<", ">", "1", "6", "the", "output", "instance", "other"} <= vocab
@@ -269,3 +282,5 @@ def test_config_validation() -> None:
         TabletopConfig(min_objects=5, max_objects=4)
     with pytest.raises(ValueError):
         TabletopConfig(min_rounds=0)
+    with pytest.raises(ValueError):
+        TabletopConfig(twin_describe_weight=0.0)

@@ -72,3 +72,8 @@ def test_mask_loss_only_on_chosen_rounds_and_reference_weight():
     expected = (w.text * m["text"] + w.target * m["mask"] + w.iou * m["iou_pred"]
                 + w.reference * m["ref_mask"])
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+    # Weight 0 skips the second decode: no reference term, and the target term is unchanged.
+    loss_off, m_off = forward_batch(model, collate([sample], model), LossWeights(reference=0.0))
+    assert "ref_mask" not in m_off
+    assert m_off["mask"] == pytest.approx(m["mask"], rel=1e-5)
+    assert loss_off.item() == pytest.approx(loss.item() - w.reference * m["ref_mask"], rel=1e-5)

