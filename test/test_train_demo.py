@@ -39,13 +39,19 @@ def test_learning_rate_schedule_warms_up_then_decays():
     assert abs(half - cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) / 2)) < 1e-9
 
 
-def test_model_overrides_reach_the_config_and_bad_ones_are_named():
-    model_cfg, _ = load_experiment(DEMO_CONFIG, ["sam.cnn_context_layers=0",
-                                                 "reference_token_dropout=0.25"])
+def test_overrides_reach_the_config_and_bad_ones_are_named():
+    model_cfg, cfg = load_experiment(DEMO_CONFIG, [
+        "model.sam.cnn_context_layers=0", "model.reference_token_dropout=0.25",
+        "train.tabletop.twin_describe_weight=10", "train.loss.reference=0"])
     assert model_cfg.sam.cnn_context_layers == 0
     assert model_cfg.reference_token_dropout == 0.25
-    assert load_experiment(DEMO_CONFIG)[0].sam.cnn_context_layers == 2
-    with pytest.raises(ValueError, match="not key=value"):
-        load_experiment(DEMO_CONFIG, ["sam.cnn_context_layers"])
+    assert cfg.tabletop.twin_describe_weight == 10
+    assert cfg.tabletop.image_size == 128      # the section's other keys stay
+    assert cfg.loss.reference == 0 and cfg.loss.dice == 1.0
+    model_cfg, cfg = load_experiment(DEMO_CONFIG)
+    assert model_cfg.sam.cnn_context_layers == 2 and cfg.tabletop.twin_describe_weight == 3
+    for bad in ("model.sam.cnn_context_layers", "sam.cnn_context_layers=0", "model=1"):
+        with pytest.raises(ValueError, match=r"not model\.KEY=VALUE"):
+            load_experiment(DEMO_CONFIG, [bad])
     with pytest.raises(ValueError, match="unknown SamConfig keys"):
-        load_experiment(DEMO_CONFIG, ["sam.no_such_switch=1"])
+        load_experiment(DEMO_CONFIG, ["model.sam.no_such_switch=1"])

@@ -81,17 +81,19 @@ def lr_at(step: int, minutes: float, cfg: DemoTrainConfig) -> float:
                               min_progress=minutes / cfg.max_minutes)
 
 
-def load_experiment(path: str | Path, model_overrides: Sequence[str] = ()
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()
                     ) -> tuple[SegLLMConfig, DemoTrainConfig]:
-    """The experiment YAML; ``model_overrides`` are ``dotted.key=value`` (value in YAML) on
-    its ``model`` section, e.g. ``sam.cnn_context_layers=0`` for the staged recipe's start."""
+    """The experiment YAML; ``overrides`` are ``section.dotted.key=value`` (value in YAML,
+    section ``model`` or ``train``), e.g. ``model.sam.cnn_context_layers=0`` for the recipe's
+    first stage, ``train.tabletop.twin_prob=1`` for its second."""
     data = yaml.safe_load(Path(path).read_text())
-    for override in model_overrides:
+    for override in overrides:
         key, sep, value = override.partition("=")
-        if not sep:
-            raise ValueError(f"model override {override!r} is not key=value")
+        section, _, key = key.partition(".")
+        if not sep or section not in ("model", "train") or not key:
+            raise ValueError(f"override {override!r} is not model.KEY=VALUE or train.KEY=VALUE")
         *parents, leaf = key.split(".")
-        node = data["model"]
+        node = data.setdefault(section, {})
         for name in parents:
             node = node.setdefault(name, {})
         node[leaf] = yaml.safe_load(value)
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup-steps", type=int, help="default: config")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: config)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override the config's model section, e.g. sam.cnn_context_layers=0")
+                        help="override the config, e.g. model.sam.cnn_context_layers=0")
     args = parser.parse_args(argv)
     model_cfg, cfg = load_experiment(args.config, args.set)
     if args.max_steps:
