@@ -67,7 +67,7 @@ train-demo: install
 # the context blocks so the prompt can learn the colour word before the blocks make shape
 # features strong; stage 2 adds them and trains on scenes that all have twins, described first
 # ("the red circle on the left"), without the reference re-decode. It met the quality bar when
-# stage 1 ended with the colour word in the prompt, which happened in one of two runs.
+# stage 1 ended with the colour word in the prompt, which happened in one of three runs.
 HOUR_TRAIN = $(DEMO_TRAIN) --threads 2 --max-steps 20000
 TWIN_FOCUS = --set train.tabletop.twin_prob=1.0 --set train.tabletop.twin_describe_weight=10 \
   --set train.loss.reference=0

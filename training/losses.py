@@ -103,8 +103,8 @@ def predict_batch(model, batch: Batch, decode_references: bool = True) -> BatchP
 def forward_batch(model, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one teacher-forced pass (:func:`predict_batch`): LM loss on the answers, mask
     loss on every decoded round's target and, with mask-aware decoding, its referenced
-    object (skipped when its weight is 0, which saves a fifth of a step once that loss is
-    learnt); SAM's IoU head learns the masks' real IoU."""
+    object (skipped when its weight is 0, which saves 20-40% of a step once that loss is
+    learnt: bench/train_step.py); SAM's IoU head learns the masks' real IoU."""
     pred = predict_batch(model, batch, decode_references=w.reference > 0)
     targets = batch.targets[batch.mask_weight]
     loss_target = mask_loss(pred.target_logits, targets, w)
