@@ -136,6 +136,29 @@ def test_twin_describe_weight_picks_twins_first() -> None:
     assert twin_share(50.0) > 0.9
 
 
+def test_same_shape_scenes_need_the_colour_word() -> None:
+    """At probability 1 the shape word names no object on its own (the rare sixth distinct
+    object aside); at 0, the default, the dataset is unchanged, draw for draw."""
+
+    def shape_alone_ambiguous(convs: list[TabletopConversation]) -> float:
+        return float(np.mean([
+            any(o.shape == t.shape and o.color != t.color for o in c.scene.objects)
+            for c in convs for t in c.scene.objects
+        ]))
+
+    same_shape = generate_dataset(4, 200, TabletopConfig(same_shape_prob=1.0))
+    default = generate_dataset(4, 200, TabletopConfig())
+    assert shape_alone_ambiguous(same_shape) > 0.95
+    assert shape_alone_ambiguous(default) < 0.6
+    for conv in same_shape:
+        shapes = sorted(o.shape for o in conv.scene.objects)
+        assert shapes.count(shapes[len(shapes) // 2]) >= len(shapes) - 1
+    explicit_zero = generate_dataset(4, 200, TabletopConfig(same_shape_prob=0.0))
+    assert [c.format() for c in explicit_zero] == [c.format() for c in default]
+    with pytest.raises(ValueError, match="probabilities"):
+        TabletopConfig(same_shape_prob=1.5)
+
+
 def test_queries_within_vocabulary(dataset: list[TabletopConversation]) -> None:
     vocab = set(vocabulary())
     assert {"<", ">", "1", "6", "the", "output", "instance", "other"} <= vocab

@@ -17,6 +17,8 @@ Scenes
     :data:`GAP` px apart). With probability ``twin_prob`` exactly one pair of *identical* objects
     (same shape, colour, size, hence the same pixels) is present; every other object has a
     (shape, colour) combination of its own, so names are unique except for the twin pair.
+    With probability ``same_shape_prob`` a scene's objects all have one shape (up to the five
+    colours; a sixth distinct object, if any, has another shape), so only colour tells them apart.
 
 Round kinds (:data:`KINDS`)
     ``describe``  "the {name}"; for a twin "the {name} on the left/right/top/bottom" (the axis
@@ -109,6 +111,13 @@ class TabletopConfig:
     get into the conversation early and "other"/"again" rounds become possible; raising it
     (with ``twin_prob``) gives more "the {name} on the left" rounds to learn from."""
 
+    same_shape_prob: float = 0.0
+    """Share of scenes whose objects all have one shape, so the colour word alone names them.
+    Why: a model learns the shape word first and can settle in a colour-blind minimum (masking
+    every circle for "the red circle") although half the default targets need the colour; these
+    scenes make the colour word pay at once. 0 draws nothing extra, so default datasets stay as
+    they were."""
+
     def __post_init__(self) -> None:
         """Fail early on settings the generator cannot honour."""
         if not 2 <= self.min_objects <= self.max_objects:
@@ -121,7 +130,8 @@ class TabletopConfig:
             raise ValueError("max_size does not fit in the image")
         if not 1 <= self.min_rounds <= self.max_rounds:
             raise ValueError("need 1 <= min_rounds <= max_rounds")
-        if not (0.0 <= self.twin_prob <= 1.0 and 0.0 <= self.caption_ref_prob <= 1.0):
+        if not all(0.0 <= p <= 1.0 for p in (self.twin_prob, self.caption_ref_prob,
+                                               self.same_shape_prob)):
             raise ValueError("probabilities must lie in [0, 1]")
         if self.twin_describe_weight <= 0:
             raise ValueError("twin_describe_weight must be positive")
@@ -274,6 +284,10 @@ def _sample_specs(rng: np.random.Generator, cfg: TabletopConfig) -> list[tuple[s
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     combos = [(shape, color) for shape in SHAPES for color in COLORS]
     order = rng.permutation(len(combos))
+    if cfg.same_shape_prob and rng.random() < cfg.same_shape_prob:
+        # The first combo's shape goes first, in the permutation's order (stable sort).
+        shape = combos[int(order[0])][0]
+        order = sorted(order, key=lambda i: combos[i][0] != shape)
     has_twin = bool(rng.random() < cfg.twin_prob)
     n_combos = n - 1 if has_twin else n
     specs = []
