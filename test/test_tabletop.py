@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -151,10 +154,12 @@ def test_same_shape_scenes_need_the_colour_word() -> None:
     assert shape_alone_ambiguous(same_shape) > 0.95
     assert shape_alone_ambiguous(default) < 0.6
     for conv in same_shape:
-        shapes = sorted(o.shape for o in conv.scene.objects)
-        assert shapes.count(shapes[len(shapes) // 2]) >= len(shapes) - 1
-    explicit_zero = generate_dataset(4, 200, TabletopConfig(same_shape_prob=0.0))
-    assert [c.format() for c in explicit_zero] == [c.format() for c in default]
+        majority = Counter(o.shape for o in conv.scene.objects).most_common(1)[0][1]
+        assert majority >= len(conv.scene.objects) - 1
+    # The default stream is the one the held-out numbers were measured on: this digest was
+    # taken from the generator before same_shape_prob existed (`git archive c1ec848 training`).
+    digest = hashlib.sha256("".join(c.format() for c in default[:20]).encode()).hexdigest()
+    assert digest[:16] == "73dad63dad8b253e"
     with pytest.raises(ValueError, match="probabilities"):
         TabletopConfig(same_shape_prob=1.5)
 
