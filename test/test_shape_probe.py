@@ -77,6 +77,7 @@ def test_prompt_attributes_see_a_word_only_when_it_changes_the_prompt():
     report = prompt_attributes(model, n_scenes=2)
     assert report["colour"] < 1e-6
     assert report["shape"] > 0.05
+    assert report["colour_variance"] < 1e-9 < report["shape_variance"]
 
 
 def test_prompt_attributes_of_the_shipped_model_carry_both_words():

@@ -14,13 +14,16 @@ Four measurements, all on data the trainer never sees:
 - ``round_kinds``: IoU per round kind (describe, relation, other, again; split by whether the
   target has an identical twin) on the same conversations, teacher-forced as in training
   (ground-truth references), so each kind is scored on its own and not on earlier misses.
-- ``shape_probe``: a linear classifier of the 4 shapes from the SAM embedding (image encoder
-  output), trained on 70% of the objects of 400 new scenes and scored on the rest: at the
-  object's centre cell, and averaged over its cells. Chance is 25%.
+- ``shape_probe``: a linear classifier of the 4 shapes (and of the 5 colours, ``colour_*``)
+  from the SAM embedding (image encoder output), trained on 70% of the objects of 400 new
+  scenes and scored on the rest: at the object's centre cell, and averaged over its cells.
+  Chance is 25% (20%).
 - ``prompt_attributes``: the seg head's SAM prompt for "the {colour} {shape}", all 20 pairs on
   one held-out scene at a time: the share of the prompts' variance that the colour word
   explains, and the share the shape word explains. A model that ignores one word (it masks
-  every triangle for "the green triangle") has a share of 0 for it.
+  every triangle for "the green triangle") has a share of 0 for it. Shares are relative: the
+  ``*_variance`` entries give each word's between-group variance itself, so a word that stays
+  while the other grows can be told from one that fades.
 """
 
 from __future__ import annotations
@@ -98,8 +101,8 @@ def round_kinds(model: SegLLMModel, n: int = 50, batch_size: int = 10) -> dict:
 
 @torch.no_grad()
 def shape_features(model: SegLLMModel, scenes: list[Scene]) -> tuple[np.ndarray, ...]:
-    """Per object: (centre-cell embedding, object-mean embedding, shape index)."""
-    centre, mean, label = [], [], []
+    """Per object: (centre-cell embedding, object-mean embedding, shape index, colour index)."""
+    centre, mean, shape, colour = [], [], [], []
     for scene in scenes:
         emb = model.sam_embedding([to_tensor(scene.image)])[0]
         grid = emb.shape[-1]
@@ -110,8 +113,9 @@ def shape_features(model: SegLLMModel, scenes: list[Scene]) -> tuple[np.ndarray,
                       int(xs.mean()) * grid // obj.mask.shape[1])
             centre.append(emb[:, cy, cx].numpy())
             mean.append(((emb * cells).sum((1, 2)) / cells.sum()).numpy())
-            label.append(SHAPES.index(obj.shape))
-    return np.array(centre), np.array(mean), np.array(label)
+            shape.append(SHAPES.index(obj.shape))
+            colour.append(list(COLORS).index(obj.color))
+    return np.array(centre), np.array(mean), np.array(shape), np.array(colour)
 
 
 def linear_probe_accuracy(x: np.ndarray, y: np.ndarray, train_frac: float = 0.7) -> float:
@@ -121,7 +125,7 @@ def linear_probe_accuracy(x: np.ndarray, y: np.ndarray, train_frac: float = 0.7)
     xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
     mu, sd = xt[:n].mean(0), xt[:n].std(0) + 1e-6
     xt = (xt - mu) / sd
-    head = torch.nn.Linear(x.shape[1], len(SHAPES))
+    head = torch.nn.Linear(x.shape[1], int(y.max()) + 1)
     opt = torch.optim.Adam(head.parameters(), lr=0.05, weight_decay=1e-3)
     for _ in range(500):
         opt.zero_grad()
@@ -134,9 +138,11 @@ def linear_probe_accuracy(x: np.ndarray, y: np.ndarray, train_frac: float = 0.7)
 def shape_probe(model: SegLLMModel, n_scenes: int = 400) -> dict:
     rng = np.random.default_rng(PROBE_SEED)
     scenes = [generate_scene(rng, TabletopConfig()) for _ in range(n_scenes)]
-    centre, mean, label = shape_features(model, scenes)
-    return {"objects": len(label), "centre_cell": linear_probe_accuracy(centre, label),
-            "object_mean": linear_probe_accuracy(mean, label)}
+    centre, mean, shape, colour = shape_features(model, scenes)
+    return {"objects": len(shape), "centre_cell": linear_probe_accuracy(centre, shape),
+            "object_mean": linear_probe_accuracy(mean, shape),
+            "colour_centre_cell": linear_probe_accuracy(centre, colour),
+            "colour_object_mean": linear_probe_accuracy(mean, colour)}
 
 
 @torch.no_grad()
@@ -144,7 +150,8 @@ def prompt_attributes(model: SegLLMModel, n_scenes: int = 5) -> dict:
     """Share of the target prompt's variance explained by the colour word and by the shape
     word (between-group sum of squares over total), averaged over ``n_scenes`` scenes."""
     model.eval()
-    shares: dict[str, list[float]] = {"colour": [], "shape": []}
+    shares: dict[str, list[float]] = {"colour": [], "shape": [],
+                                      "colour_variance": [], "shape_variance": []}
     for conv in held_out(n_scenes):
         empty = np.zeros(conv.scene.image.shape[:2], dtype=bool)
         samples = [Sample(conv.scene.image, [SampleRound(f"the {c} {s}", [], empty)])
@@ -154,6 +161,8 @@ def prompt_attributes(model: SegLLMModel, n_scenes: int = 5) -> dict:
         total = float(grid.pow(2).sum())
         shares["colour"].append(len(SHAPES) * float(grid.mean(1).pow(2).sum()) / total)
         shares["shape"].append(len(COLORS) * float(grid.mean(0).pow(2).sum()) / total)
+        shares["colour_variance"].append(float(grid.mean(1).pow(2).sum(-1).mean()))
+        shares["shape_variance"].append(float(grid.mean(0).pow(2).sum(-1).mean()))
     return {key: float(np.mean(v)) for key, v in shares.items()} | {"scenes": n_scenes}
 
 
