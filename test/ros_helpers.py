@@ -64,7 +64,8 @@ class Operator(Node):
         self.masks: list[Image] = []
         self.overlays: list[Image] = []
         self._cond = threading.Condition()
-        self.create_subscription(SegmentationResult, f"{ns}/result", self._on_result, 2000)
+        self.result_sub = self.create_subscription(SegmentationResult, f"{ns}/result",
+                                                   self._on_result, 2000)
         self.create_subscription(Image, f"{ns}/mask", self.masks.append, 10)
         self.executor_ = MultiThreadedExecutor(num_threads=2)
         self.executor_.add_node(self)
@@ -80,15 +81,19 @@ class Operator(Node):
     def subscribe_overlay(self) -> None:
         self.create_subscription(Image, f"{self.ns}/overlay", self.overlays.append, 10)
 
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        """Until the node serves its reset service and hears our image and query topics."""
+    def wait_ready(self, timeout: float = 90.0, image_pub=None) -> None:
+        """Until the node serves its reset service, hears our image and query topics and
+        publishes results to us (a result sent before that match is lost: results are not
+        latched). ``image_pub`` replaces the raw image publisher (compressed transport)."""
+        image_pub = image_pub or self.image_pub
         deadline = time.monotonic() + timeout
         if not self.reset_client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError("the segllm node did not come up")
         while (self.query_pub.get_subscription_count() == 0
-               or self.image_pub.get_subscription_count() == 0):
+               or image_pub.get_subscription_count() == 0
+               or self.result_sub.get_publisher_count() == 0):
             if time.monotonic() > deadline:
-                raise TimeoutError("the segllm node does not subscribe to query/image")
+                raise TimeoutError("the segllm node is not matched on query/image/result")
             time.sleep(0.05)
 
     def wait_gone(self, timeout: float = 30.0) -> None:
@@ -97,7 +102,8 @@ class Operator(Node):
         deadline = time.monotonic() + timeout
         while (self.reset_client.service_is_ready()
                or self.query_pub.get_subscription_count() > 0
-               or self.image_pub.get_subscription_count() > 0):
+               or self.image_pub.get_subscription_count() > 0
+               or self.result_sub.get_publisher_count() > 0):
             if time.monotonic() > deadline:
                 raise TimeoutError("the stopped segllm node is still discovered")
             time.sleep(0.05)

@@ -97,11 +97,18 @@ def test_result_uses_the_frame_actually_segmented(op):
     old = image_msg(frame(2), frame_id="a")
     op.publish_image(old)
     new = image_msg(frame(3), frame_id="b")
-    # a loaded executor may still hold the new frame's callback behind the query's: give the
-    # node time to store it, so "latest" is unambiguous
-    op.publish_image(new, settle=1.5)
-    latest = op.ask("the red circle", conversation="frames")
-    assert latest.header.frame_id == "b"
+    # Frames are best effort: on a loaded CI machine every copy of the new one can be dropped
+    # or still queued, so "latest" may legitimately be the old frame. Resend the new one until
+    # the node segments it; every answer must carry the header of a frame that was published.
+    headers = []
+    for _ in range(5):
+        op.publish_image(new, settle=0.5)
+        latest = op.ask("the red circle", conversation="frames", reset_before=True)
+        headers.append(latest.header)
+        if latest.header == new.header:
+            break
+    assert headers[-1] == new.header, [h.frame_id for h in headers]
+    assert all(h in (old.header, new.header) for h in headers)
     by_stamp = op.ask("the red circle", conversation="frames-2",
                       policy=SegmentationQuery.IMAGE_BY_STAMP,
                       stamp_ns=old.header.stamp.sec * 10**9 + old.header.stamp.nanosec)
@@ -355,9 +362,7 @@ def test_compressed_image_transport(ros, checkpoint, tmp_path):
     pub = operator.create_publisher(CompressedImage, f"{ns}/image/compressed",
                                     rclpy.qos.qos_profile_sensor_data)
     try:
-        assert operator.reset_client.wait_for_service(timeout_sec=90)
-        while pub.get_subscription_count() == 0 or operator.query_pub.get_subscription_count() == 0:
-            time.sleep(0.05)
+        operator.wait_ready(image_pub=pub)
         def send(msg: CompressedImage) -> None:  # best-effort camera QoS: send a few times
             for _ in range(3):
                 pub.publish(msg)
