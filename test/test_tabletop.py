@@ -139,29 +139,38 @@ def test_twin_describe_weight_picks_twins_first() -> None:
     assert twin_share(50.0) > 0.9
 
 
-def test_same_shape_scenes_need_the_colour_word() -> None:
-    """At probability 1 the shape word names no object on its own (the rare sixth distinct
-    object aside); at 0, the default, the dataset is unchanged, draw for draw."""
+@pytest.mark.parametrize("shared, other", [("shape", "color"), ("color", "shape")])
+def test_shared_attribute_scenes_need_the_other_word(shared: str, other: str) -> None:
+    """At probability 1 the shared word names no object on its own (the few objects beyond the
+    four shapes / five colours aside); at 0, the default, the dataset is unchanged, draw for draw.
+    """
 
-    def shape_alone_ambiguous(convs: list[TabletopConversation]) -> float:
+    def alone_ambiguous(convs: list[TabletopConversation]) -> float:
+        """Share of objects another object matches on ``shared`` but not on ``other``."""
         return float(np.mean([
-            any(o.shape == t.shape and o.color != t.color for o in c.scene.objects)
+            any(getattr(o, shared) == getattr(t, shared) and getattr(o, other) != getattr(t, other)
+                for o in c.scene.objects)
             for c in convs for t in c.scene.objects
         ]))
 
-    same_shape = generate_dataset(4, 200, TabletopConfig(same_shape_prob=1.0))
+    knob = "same_shape_prob" if shared == "shape" else "same_colour_prob"
+    scenes = generate_dataset(4, 200, TabletopConfig(**{knob: 1.0}))
     default = generate_dataset(4, 200, TabletopConfig())
-    assert shape_alone_ambiguous(same_shape) > 0.95
-    assert shape_alone_ambiguous(default) < 0.6
-    for conv in same_shape:
-        majority = Counter(o.shape for o in conv.scene.objects).most_common(1)[0][1]
-        assert majority >= len(conv.scene.objects) - 1
+    assert alone_ambiguous(scenes) > 0.9
+    assert alone_ambiguous(default) < 0.6
+    capacity = len(COLORS) if shared == "shape" else len(SHAPES)
+    for conv in scenes:
+        majority = Counter(getattr(o, shared) for o in conv.scene.objects).most_common(1)[0][1]
+        twin = int(len({(o.shape, o.color) for o in conv.scene.objects}) < len(conv.scene.objects))
+        assert majority >= min(len(conv.scene.objects), capacity + twin)
     # The default stream is the one the held-out numbers were measured on: this digest was
     # taken from the generator before same_shape_prob existed (`git archive c1ec848 training`).
     digest = hashlib.sha256("".join(c.format() for c in default[:20]).encode()).hexdigest()
     assert digest[:16] == "73dad63dad8b253e"
     with pytest.raises(ValueError, match="probabilities"):
-        TabletopConfig(same_shape_prob=1.5)
+        TabletopConfig(**{knob: 1.5})
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        TabletopConfig(same_shape_prob=0.6, same_colour_prob=0.5)
 
 
 def test_queries_within_vocabulary(dataset: list[TabletopConversation]) -> None:

@@ -18,7 +18,8 @@ Scenes
     (same shape, colour, size, hence the same pixels) is present; every other object has a
     (shape, colour) combination of its own, so names are unique except for the twin pair.
     With probability ``same_shape_prob`` a scene's objects all have one shape (up to the five
-    colours; a sixth distinct object, if any, has another shape), so only colour tells them apart.
+    colours; a sixth distinct object, if any, has another shape), so only colour tells them apart;
+    with ``same_colour_prob`` they all have one colour (up to the four shapes), so only shape does.
 
 Round kinds (:data:`KINDS`)
     ``describe``  "the {name}"; for a twin "the {name} on the left/right/top/bottom" (the axis
@@ -118,6 +119,11 @@ class TabletopConfig:
     scenes make the colour word pay at once. 0 draws nothing extra, so default datasets stay as
     they were."""
 
+    same_colour_prob: float = 0.0
+    """Share of scenes whose objects all have one colour, so the shape word alone names them.
+    Why: the mirror image of ``same_shape_prob``; a prompt trained on same-shape scenes alone
+    leans on colour and misses "the red square" for the red circle. 0 draws nothing extra."""
+
     def __post_init__(self) -> None:
         """Fail early on settings the generator cannot honour."""
         if not 2 <= self.min_objects <= self.max_objects:
@@ -131,8 +137,10 @@ class TabletopConfig:
         if not 1 <= self.min_rounds <= self.max_rounds:
             raise ValueError("need 1 <= min_rounds <= max_rounds")
         if not all(0.0 <= p <= 1.0 for p in (self.twin_prob, self.caption_ref_prob,
-                                               self.same_shape_prob)):
+                                               self.same_shape_prob, self.same_colour_prob)):
             raise ValueError("probabilities must lie in [0, 1]")
+        if self.same_shape_prob + self.same_colour_prob > 1.0:
+            raise ValueError("same_shape_prob + same_colour_prob must not exceed 1")
         if self.twin_describe_weight <= 0:
             raise ValueError("twin_describe_weight must be positive")
 
@@ -279,15 +287,30 @@ def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
+def _shared_attribute(rng: np.random.Generator, cfg: TabletopConfig) -> int | None:
+    """Which combo field (0 shape, 1 colour) all of a scene's objects share; None for most
+    scenes. Draws one number only when a shared-attribute probability is set."""
+    if not (cfg.same_shape_prob or cfg.same_colour_prob):
+        return None
+    u = rng.random()
+    if u < cfg.same_shape_prob:
+        return 0
+    if u < cfg.same_shape_prob + cfg.same_colour_prob:
+        return 1
+    return None
+
+
 def _sample_specs(rng: np.random.Generator, cfg: TabletopConfig) -> list[tuple[str, str, int]]:
     """(shape, colour, size) per object: one identical pair with ``twin_prob``, rest unique."""
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     combos = [(shape, color) for shape in SHAPES for color in COLORS]
     order = rng.permutation(len(combos))
-    if cfg.same_shape_prob and rng.random() < cfg.same_shape_prob:
-        # The first combo's shape goes first, in the permutation's order (stable sort).
-        shape = combos[int(order[0])][0]
-        order = sorted(order, key=lambda i: combos[i][0] != shape)
+    shared = _shared_attribute(rng, cfg)
+    if shared is not None:
+        # Combos sharing the first combo's shape (or colour) go first, in the permutation's
+        # order (stable sort).
+        value = combos[int(order[0])][shared]
+        order = sorted(order, key=lambda i: combos[i][shared] != value)
     has_twin = bool(rng.random() < cfg.twin_prob)
     n_combos = n - 1 if has_twin else n
     specs = []
