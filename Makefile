@@ -49,8 +49,8 @@ bench: install
 export-demo: install
 	$(VPY) -m segllm_ros.export --out models/demo/onnx
 
-# Reproduces the bundled demo checkpoint in under an hour on 2 CPU cores (15 + 44 minutes,
-# 2 threads; README, Training). Stage 1 trains without the CNN context blocks, so the prompt
+# Trained the bundled demo checkpoint in under an hour on 2 CPU cores (15 + 44 minutes,
+# 2 threads; README, Training); a rerun does not always reach its quality (README). Stage 1 trains without the CNN context blocks, so the prompt
 # can learn the colour word before the blocks make shape features strong; stage 2 adds them as
 # identity and trains on scenes that all have twins, described first ("the red circle on the
 # left"), without the reference re-decode. The words come one at a time: most of stage 1's
