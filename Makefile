@@ -50,13 +50,13 @@ export-demo: install
 	$(VPY) -m segllm_ros.export --out models/demo/onnx
 
 # Trained the bundled demo checkpoint in under an hour on 2 CPU cores (15 + 44 minutes,
-# 2 threads; README, Training); a rerun does not always reach its quality (README). Stage 1 trains without the CNN context blocks, so the prompt
-# can learn the colour word before the blocks make shape features strong; stage 2 adds them as
-# identity and trains on scenes that all have twins, described first ("the red circle on the
-# left"), without the reference re-decode. The words come one at a time: most of stage 1's
-# scenes share one shape, so only the colour word names an object (the shape word is learnt
-# faster and would otherwise crowd it out); a quarter of stage 2's share one colour, so the
-# shape word must be read as well.
+# 2 threads; README, Training); a rerun does not always reach its quality (README). Stage 1
+# trains without the CNN context blocks, so the prompt can learn the colour word before the
+# blocks make shape features strong; stage 2 adds them as identity and trains on scenes that
+# all have twins, described first ("the red circle on the left"), without the reference
+# re-decode. The words come one at a time: most of stage 1's scenes share one shape, so only
+# the colour word names an object (the shape word is learnt faster and would otherwise crowd
+# it out); a quarter of stage 2's share one colour, so the shape word must be read as well.
 DEMO_TRAIN = $(VPY) -m segllm_training.train_demo --config config/demo_model.yaml \
   --threads 2 --max-steps 20000
 NO_CONTEXT = --set model.sam.cnn_context_layers=0

@@ -17,6 +17,7 @@ from builtin_interfaces.msg import Time
 from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -81,7 +82,7 @@ class Operator(Node):
     def subscribe_overlay(self) -> None:
         self.create_subscription(Image, f"{self.ns}/overlay", self.overlays.append, 10)
 
-    def wait_ready(self, timeout: float = 90.0, image_pub=None) -> None:
+    def wait_ready(self, timeout: float = 90.0, image_pub: Publisher | None = None) -> None:
         """Until the node serves its reset service, hears our image and query topics and
         publishes results to us (a result sent before that match is lost: results are not
         latched). ``image_pub`` replaces the raw image publisher (compressed transport)."""

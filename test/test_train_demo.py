@@ -3,11 +3,14 @@ rises within a few dozen CPU steps, and what it writes loads back as a working m
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers import DEMO_CONFIG
 
 from segllm_ros.model.segllm import SegLLMModel
+from segllm_training.shape_probe import main as shape_probe_main
 from segllm_training.train_demo import load_experiment, lr_at, train
 
 
@@ -55,3 +58,21 @@ def test_overrides_reach_the_config_and_bad_ones_are_named():
             load_experiment(DEMO_CONFIG, [bad])
     with pytest.raises(ValueError, match="unknown SamConfig keys"):
         load_experiment(DEMO_CONFIG, ["model.sam.no_such_switch=1"])
+
+
+def test_kept_checkpoints_give_the_prompt_trajectory(tmp_path, capsys):
+    """``keep_checkpoints`` leaves every checkpoint of a run behind, and ``shape_probe
+    --trajectory`` reads the prompt's words from each, in step order."""
+    model_cfg, cfg = load_experiment(DEMO_CONFIG)
+    cfg.batch_size, cfg.max_steps, cfg.checkpoint_every, cfg.threads = 2, 4, 2, 1
+    cfg.keep_checkpoints = True
+    train(model_cfg, cfg, tmp_path, progress=False)
+    kept = sorted((tmp_path / "steps").iterdir())
+    assert [p.name for p in kept] == ["2", "4"]
+    assert [len(json.loads((p / "train_log.json").read_text())) for p in kept] == [2, 4]
+    capsys.readouterr()
+    shape_probe_main(["--trajectory", *map(str, reversed(kept))])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["checkpoint"] for r in rows] == [str(p) for p in kept]
+    assert all(0.0 <= r["colour"] + r["shape"] <= 1.0 + 1e-6 for r in rows)
+    assert rows[0]["colour_variance"] != rows[1]["colour_variance"]

@@ -170,8 +170,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="models/demo")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--trajectory", type=Path, nargs="+", metavar="CHECKPOINT",
+                        help="only prompt_attributes, one JSON line per checkpoint (e.g. the "
+                             "steps/* kept by train_demo --set train.keep_checkpoints=true)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.trajectory:
+        for path in sorted(args.trajectory, key=lambda p: int(p.name) if p.name.isdigit() else 0):
+            row = {"checkpoint": str(path), **prompt_attributes(SegLLMModel.from_pretrained(path))}
+            print(json.dumps(row), flush=True)
+        return
     model = SegLLMModel.from_pretrained(args.checkpoint)
     report = {"checkpoint": str(args.checkpoint), "misses": miss_kinds(model),
               "round_kinds": round_kinds(model), "shape_probe": shape_probe(model),

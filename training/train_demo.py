@@ -48,6 +48,9 @@ class DemoTrainConfig:
     grad_clip: float = 1.0
     log_every: int = 50
     checkpoint_every: int = 500
+    keep_checkpoints: bool = False
+    """Also keep each checkpoint in ``out/steps/{step}`` (e.g. to follow the prompt's words
+    through a run with ``shape_probe --trajectory``); the last one is always ``out``."""
     threads: int = 2
     tabletop: TabletopConfig = field(default_factory=TabletopConfig)
     loss: LossWeights = field(default_factory=LossWeights)
@@ -152,6 +155,8 @@ def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path, progress: bo
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", iou=f"{metrics['iou']:.3f}")
         if (step + 1) % cfg.checkpoint_every == 0:
             _save(model, out, history)
+            if cfg.keep_checkpoints:
+                _save(model, out / "steps" / str(first_step + step + 1), history)
         if metrics["minutes"] > cfg.max_minutes:
             break
     _save(model, out, history)
