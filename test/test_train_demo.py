@@ -4,9 +4,11 @@ rises within a few dozen CPU steps, and what it writes loads back as a working m
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from helpers import DEMO_CONFIG
 
 from segllm_ros.model.segllm import SegLLMModel
@@ -37,9 +39,34 @@ def test_learning_rate_schedule_warms_up_then_decays():
     _, cfg = load_experiment(DEMO_CONFIG)
     assert lr_at(0, 0.0, cfg) < lr_at(cfg.warmup_steps, 0.0, cfg) == cfg.lr
     assert lr_at(cfg.max_steps, 0.0, cfg) == cfg.lr * cfg.min_lr_ratio
-    # time budget counts as progress too: half the minutes gone = half-way down the cosine
+    # without a time budget the clock does not move the schedule (reproducible runs)
+    assert cfg.max_minutes is None
+    assert lr_at(cfg.warmup_steps + 1, 600.0, cfg) == lr_at(cfg.warmup_steps + 1, 0.0, cfg)
+    # with one, it counts as progress too: half the minutes gone = half-way down the cosine
+    cfg.max_minutes = 30.0
     half = lr_at(cfg.warmup_steps + 1, cfg.max_minutes / 2, cfg)
     assert abs(half - cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) / 2)) < 1e-9
+
+
+def test_a_rerun_gives_the_same_weights(tmp_path):
+    """Step-limited runs with one seed and thread count are bitwise reproducible, whatever the
+    clock says, in both stages of the recipe (from scratch, then grown from the first)."""
+    model_cfg, cfg = load_experiment(DEMO_CONFIG, ["model.sam.cnn_context_layers=0"])
+    grown_cfg, _ = load_experiment(DEMO_CONFIG)
+    cfg.batch_size, cfg.max_steps, cfg.warmup_steps, cfg.threads = 2, 3, 1, 1
+    runs = []
+    for name in ("a", "b"):
+        first, _ = train(model_cfg, cfg, tmp_path / name / "stage1", progress=False)
+        second, _ = train(grown_cfg, cfg, tmp_path / name / "stage2", progress=False,
+                          init=tmp_path / name / "stage1")
+        runs.append((first.state_dict(), second.state_dict()))
+    for stage in (0, 1):
+        a, b = runs[0][stage], runs[1][stage]
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), f"stage {stage + 1} differs"
+    other_seed = replace(cfg, seed=cfg.seed + 1)
+    changed, _ = train(model_cfg, other_seed, tmp_path / "c", progress=False)
+    assert not all(torch.equal(v, runs[0][0][k]) for k, v in changed.state_dict().items())
 
 
 def test_overrides_reach_the_config_and_bad_ones_are_named():

@@ -2,9 +2,11 @@
 
     python -m segllm_training.train_demo --config config/demo_model.yaml --out models/demo
 
-Conversations are generated on the fly from a seeded stream, so the run is reproducible and
-never sees the held-out evaluation seeds. A usable checkpoint is written every
-``checkpoint_every`` steps and at the end (also when the time budget runs out).
+Conversations are generated on the fly from a seeded stream that never sees the held-out
+evaluation seeds. A run is limited by steps and its schedule follows the step, so with the
+same seed and thread count it gives the same weights on the same machine, however loaded the
+machine is. A usable checkpoint is written every ``checkpoint_every`` steps and at the end
+(also when the optional time budget ``max_minutes`` runs out).
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ class DemoTrainConfig:
     seed: int = TRAIN_SEED
     batch_size: int = 8
     max_steps: int = 4000
-    max_minutes: float = 55.0
+    max_minutes: float | None = None
+    """Optional wall-clock budget for exploratory runs: it stops the run and counts as
+    schedule progress, which makes the result depend on the machine's speed."""
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
@@ -78,10 +82,12 @@ def demo_tokenizer(model_cfg: SegLLMConfig, tabletop_cfg: TabletopConfig):
 
 
 def lr_at(step: int, minutes: float, cfg: DemoTrainConfig) -> float:
-    """Linear warmup, then cosine down to ``min_lr_ratio`` of the peak. Progress is the further
-    of the step and the time budget, so a slower machine still ends on a decayed rate."""
+    """Linear warmup, then cosine down to ``min_lr_ratio`` of the peak at ``max_steps``. With
+    a time budget, progress is the further of the step and the clock, so a run cut short by
+    the clock still ends on a decayed rate."""
+    clock = minutes / cfg.max_minutes if cfg.max_minutes else 0.0
     return cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio,
-                              min_progress=minutes / cfg.max_minutes)
+                              min_progress=clock)
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()
@@ -157,7 +163,7 @@ def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path, progress: bo
             _save(model, out, history)
             if cfg.keep_checkpoints:
                 _save(model, out / "steps" / str(first_step + step + 1), history)
-        if metrics["minutes"] > cfg.max_minutes:
+        if cfg.max_minutes and minutes > cfg.max_minutes:
             break
     _save(model, out, history)
     return model.eval(), history
@@ -178,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="config/demo_model.yaml")
     parser.add_argument("--out", default="models/demo")
     parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--max-minutes", type=float)
+    parser.add_argument("--max-minutes", type=float,
+                        help="also stop after this long (the result then depends on the machine)")
     parser.add_argument("--init", type=Path, help="continue from this checkpoint")
     parser.add_argument("--seed", type=int, help="data stream seed (default: config)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: config)")
