@@ -25,7 +25,9 @@ from segllm_ros.engine.conversation import (
     save_conversation,
 )
 from segllm_ros.engine.references import (
+    REFERENCE_FORMS,
     BadReferenceError,
+    format_reference,
     parse_references,
     pronoun_reference,
     resolve_references,
@@ -89,6 +91,17 @@ def test_parse_ignores_plain_text_and_keeps_zero() -> None:
     assert parse_references("") == []
     # Zero is parsed so that resolution can explain it.
     assert parse_references("<instance 0>") == [0]
+
+
+def test_negative_round_is_a_bad_reference_not_text() -> None:
+    assert parse_references("the cup left of <the output of round -1>") == [-1]
+    with pytest.raises(BadReferenceError, match="round -1 does not exist"):
+        resolve_references("the cup left of <the output of round -1>", [], 2)
+
+
+def test_reference_forms_round_trip_through_the_parser() -> None:
+    for form in REFERENCE_FORMS:
+        assert parse_references(f"the lid of {format_reference(7, form)}") == [7]
 
 
 @pytest.mark.parametrize(

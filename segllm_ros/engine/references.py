@@ -16,8 +16,10 @@ from collections.abc import Sequence
 
 __all__ = [
     "DEFAULT_MAX_REFS",
+    "REFERENCE_FORMS",
     "BadReferenceError",
     "describe_rounds",
+    "format_reference",
     "parse_references",
     "pronoun_reference",
     "resolve_references",
@@ -27,9 +29,14 @@ __all__ = [
 #: How many earlier rounds one query may condition on (SegLLM is trained with few).
 DEFAULT_MAX_REFS = 4
 
-# ``<the output of round 3>`` / ``<instance 3>``, any case, any amount of whitespace.
+#: The two explicit ways to name an earlier round's output: one definition for the parser
+#: below, the tabletop generator and the MRSeg generators.
+REFERENCE_FORMS = {"output": "<the output of round {k}>", "instance": "<instance {k}>"}
+
+# The forms above, any case, any amount of whitespace; a signed number so that "round -1" is
+# reported as a bad reference instead of passing as plain text.
 _ROUND_TOKEN = re.compile(
-    r"<\s*(?:the\s+output\s+of\s+round|instance)\s+(\d+)\s*>",
+    r"<\s*(?:the\s+output\s+of\s+round|instance)\s+([-+]?\d+)\s*>",
     re.IGNORECASE,
 )
 # Any angle-bracket token: its words ("it", "that", ...) are not pronouns.
@@ -49,6 +56,11 @@ class BadReferenceError(ValueError):
 
     Subclasses ``ValueError`` so callers that treat any bad request the same need no change.
     """
+
+
+def format_reference(k: int, form: str = "output") -> str:
+    """Round ``k``'s output written in one of ``REFERENCE_FORMS`` ("output" or "instance")."""
+    return REFERENCE_FORMS[form].format(k=k)
 
 
 def parse_references(text: str) -> list[int]:
