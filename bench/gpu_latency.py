@@ -40,8 +40,8 @@ from rounds import ROOT, run_conversation, script_conversation
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import DynamicCache, StaticCache
 
-from segllm_ros.engine.conversation import Frame
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
+from segllm_ros.engine.history import Frame
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.tabletop import TabletopConfig

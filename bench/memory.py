@@ -12,23 +12,23 @@ camera; the frame is counted once per conversation in ``history`` (an upper boun
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rounds import (  # bench/rounds.py: also puts the source tree first
-    ROOT,
+    bench_parser,
     bench_runtime,
     machine_info,
     run_conversation,
+    save_report,
     script_conversation,
 )
 
-from segllm_ros.engine.conversation import ConversationStore, Frame
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
+from segllm_ros.engine.history import Frame
+from segllm_ros.engine.store import ConversationStore
 from segllm_ros.paths import default_model_path
 from segllm_training.tabletop import TabletopConfig, generate_scene
 
@@ -90,10 +90,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--rounds", type=int, default=8)
+    parser = bench_parser(__doc__, rounds=8)
     parser.add_argument("--conversations", type=int, default=100)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -113,10 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               + f"; {args.conversations} conversations: "
               f"{res['total_bytes_all_parts'] / 2**20:.2f} MiB counted, RSS "
               f"+{res['rss_growth_bytes'] / 2**20:.2f} MiB")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory.json").write_text(json.dumps(report, indent=1))
-    plot(report, args.out / "memory.png")
-    return report
+    return save_report(report, args.out, "memory", plot)
 
 
 if __name__ == "__main__":

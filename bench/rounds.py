@@ -40,6 +40,7 @@ import platform
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,6 @@ warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated",
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from segllm_ros.engine.conversation import Frame  # noqa: E402
 from segllm_ros.engine.engine import (  # noqa: E402
     MODES,
     EngineConfig,
@@ -70,6 +70,7 @@ from segllm_ros.engine.engine import (  # noqa: E402
     SegLLMEngine,
     load_runtime,
 )
+from segllm_ros.engine.history import Frame  # noqa: E402
 from segllm_ros.model.segllm import WEIGHTS_NAME  # noqa: E402
 from segllm_ros.paths import default_model_path  # noqa: E402
 from segllm_ros.runtime.manifest import DeploymentError, file_sha256  # noqa: E402
@@ -140,6 +141,24 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def bench_parser(doc: str, rounds: int) -> argparse.ArgumentParser:
+    """The options the demo-model benches share: --model, --out, --rounds."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="default: the demo model")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    return parser
+
+
+def save_report(report: dict[str, Any], out: Path, name: str,
+                plot: Callable[[dict[str, Any], Path], None]) -> dict[str, Any]:
+    """``out/NAME.json`` and its plot ``out/NAME.png``; returns the report."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    plot(report, out / f"{name}.png")
+    return report
 
 
 def machine_info() -> dict[str, Any]:

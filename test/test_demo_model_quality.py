@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from helpers import DEMO_MODEL, tiny_model
 
-from segllm_ros.engine.conversation import Frame
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
+from segllm_ros.engine.history import Frame
 from segllm_ros.interface.mask_codec import mask_iou
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.tabletop_eval import evaluate, held_out

@@ -18,8 +18,8 @@ import pytest
 import torch
 from helpers import DEMO_MODEL, tiny_model
 
-from segllm_ros.engine.conversation import Frame
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine, load_engine
+from segllm_ros.engine.history import Frame
 from segllm_ros.export.graphs import kv_names, llm_dims
 from segllm_ros.interface.mask_codec import mask_iou
 from segllm_ros.model.segllm import SegLLMModel

@@ -11,8 +11,8 @@ import torch
 from helpers import demo_config
 from transformers import AutoTokenizer
 
-from segllm_ros.engine.conversation import Frame
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
+from segllm_ros.engine.history import Frame
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.tabletop import TabletopConfig, generate_scene
 

@@ -77,8 +77,8 @@ def test_tensorrt_engines_build_once_and_match_torch(demo_onnx):
     pytest.importorskip("tensorrt")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    from segllm_ros.engine.conversation import Frame
     from segllm_ros.engine.engine import SegLLMEngine, load_engine
+    from segllm_ros.engine.history import Frame
     from segllm_ros.interface.mask_codec import mask_iou
     from segllm_ros.model.segllm import SegLLMModel
     from segllm_ros.runtime.tensorrt import build_engines

@@ -11,8 +11,8 @@ from helpers import tiny_model
 from test_model import _tiny_llava_folder
 from train_helpers import tiny_config
 
-from segllm_ros.engine.conversation import Frame
 from segllm_ros.engine.engine import SegLLMEngine
+from segllm_ros.engine.history import Frame
 from segllm_ros.model.sam import build_sam
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.build import ModelSource, TrainableSettings

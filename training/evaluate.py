@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segllm_ros.engine.conversation import Frame, Round
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine, load_engine
+from segllm_ros.engine.history import Frame
 from segllm_training.data import DataError, Item, Source, SourceConfig
 from segllm_training.mrseg.schema import decode_mask
 
@@ -148,11 +148,7 @@ def run_conversation(engine: SegLLMEngine, item: Item, history: str, conv_id: st
             result = engine.segment(conv_id, rnd.query, frame, ref_rounds=rnd.ref_rounds)
             outcomes.append(RoundOutcome(i, result.mask, truth, item.distractors.get(i)))
             if history == "ground_truth":
-                stored = engine.store.get(conv_id)
-                stored.rounds[-1] = Round.from_mask(i, rnd.query, result.text,
-                                                    result.ref_rounds, truth, result.score,
-                                                    frame)
-                stored.invalidate_runtime()
+                engine.correct_last_round(conv_id, truth)
     finally:
         engine.reset(conv_id)
     return outcomes

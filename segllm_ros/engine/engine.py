@@ -19,11 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
-from segllm_ros.engine.conversation import Conversation, ConversationStore, Frame, Round
-from segllm_ros.engine.references import resolve_references
+from segllm_ros.engine.history import Conversation, Frame, Round
+from segllm_ros.engine.persistence import ConversationArchive
+from segllm_ros.engine.references import DEFAULT_MAX_REFS, BadReferenceError, resolve_references
+from segllm_ros.engine.store import ConversationStore
+from segllm_ros.interface.mask_codec import mask_to_box
 from segllm_ros.model import transforms as T
 from segllm_ros.model.segllm import FrameFeatures, SegLLMModel
 from segllm_ros.model.template import RoundTokens, tokenize_round
@@ -37,15 +41,22 @@ class RoundCancelled(Exception):
     """The caller cancelled the round between two stages; nothing was recorded."""
 
 
+class UnsupportedFrameError(ValueError):
+    """A frame the model cannot take (e.g. so elongated that a side vanishes at its input)."""
+
+
 @dataclass
 class EngineConfig:
     mode: str = "cached"
     generate_text: bool = False     # generate the answer text (else the model's seg answer)
     max_new_tokens: int = 32
     mask_threshold: float = 0.0     # on mask logits
-    max_refs: int = 4
+    max_refs: int = DEFAULT_MAX_REFS
     blank_references: bool = False  # ablation: references resolved but their input zeroed
     frame_cache_size: int = 8       # frames whose CLIP/SAM features are kept
+    # Longest side of the frames kept in a conversation's history (for reference tokens and
+    # re-prefills); larger frames are downscaled when recorded. 0 = the SAM input size.
+    history_max_side: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -68,12 +79,18 @@ class RoundResult:
 
 
 @dataclass
-class _Runtime:
-    """What the engine keeps per conversation between rounds (``Conversation.runtime``)."""
+class ConversationCache:
+    """What the engine keeps per live conversation between rounds: the LLM's KV cache of
+    the rounds so far and the reference tokens of earlier outputs. Valid only for the
+    conversation object it was built for, at ``rounds`` rounds."""
 
-    cache: KVCache
-    rounds: int                     # rounds already in the cache
+    conversation: Conversation
+    kv: KVCache
+    rounds: int = 0
     ref_tokens: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def is_current(self, conv: Conversation) -> bool:
+        return self.conversation is conv and self.rounds == conv.num_rounds
 
 
 @dataclass(frozen=True)
@@ -92,8 +109,11 @@ class SegLLMEngine:
                  store: ConversationStore | None = None) -> None:
         self.runtime = TorchRuntime(model) if isinstance(model, SegLLMModel) else model
         self.config = config or EngineConfig()
-        self.store = store or ConversationStore()
-        self._features: OrderedDict[str, FrameFeatures] = OrderedDict()
+        # ``is None``, not ``or``: an empty store has len 0 and is falsy.
+        self.store = ConversationStore() if store is None else store
+        self.store.on_drop(self._drop_cache)
+        self._caches: dict[str, ConversationCache] = {}
+        self._features: OrderedDict[tuple[str, int, int], FrameFeatures] = OrderedDict()
 
     @property
     def model(self) -> SegLLMModel:
@@ -108,27 +128,33 @@ class SegLLMEngine:
 
     def history_nbytes(self, conversation_id: str) -> dict[str, int]:
         """Bytes a live conversation keeps between rounds: its recorded history (RLE masks,
-        texts, frames), and the engine's state for it (KV cache, reference tokens)."""
+        texts, frames), and the engine's cache for it (KV cache, reference tokens)."""
         conv = self.store.get(conversation_id)
         sizes = {"history": 0, "kv_cache": 0, "ref_tokens": 0}
         if conv is None:
             return sizes
         sizes["history"] = conv.history_bytes()
-        if isinstance(conv.runtime, _Runtime):
-            sizes["kv_cache"] = self.runtime.cache_nbytes(conv.runtime.cache)
+        cache = self._caches.get(conversation_id)
+        if cache is not None:
+            sizes["kv_cache"] = self.runtime.cache_nbytes(cache.kv)
             sizes["ref_tokens"] = sum(t.numel() * t.element_size()
-                                      for t in conv.runtime.ref_tokens.values())
+                                      for t in cache.ref_tokens.values())
         return sizes
 
     # ----------------------------------------------------------------- public
     @torch.inference_mode()
     def segment(self, conversation_id: str, query: str, frame: Frame,
-                ref_rounds: list[int] | tuple[int, ...] = (),
+                ref_rounds: list[int] | tuple[int, ...] = (), reset_before: bool = False,
                 on_stage: Callable[[str], None] | None = None,
                 should_cancel: Callable[[], bool] | None = None) -> RoundResult:
-        """Run one round. Raises ``BadReferenceError`` for references to rounds that do not
-        exist, ``ConversationFullError`` at the round limit, ``RoundCancelled`` when
-        ``should_cancel`` turns true; any failure leaves the conversation as it was."""
+        """Run one round (after ending the conversation when ``reset_before``).
+
+        Everything that can refuse the query is checked before any state changes: raises
+        ``BadReferenceError`` for references to rounds that do not exist (naming how the
+        conversation ended when it did), ``ConversationFullError`` at the round limit,
+        ``UnsupportedFrameError`` for a frame the model cannot take, ``RoundCancelled`` when
+        ``should_cancel`` turns true; any failure leaves the conversation as it was.
+        """
 
         def stage(name: str) -> None:
             if should_cancel is not None and should_cancel():
@@ -137,79 +163,147 @@ class SegLLMEngine:
                 on_stage(name)
 
         t0 = time.perf_counter()
-        conv = self.store.get_or_create(conversation_id)
-        refs = resolve_references(query, list(ref_rounds), conv.num_rounds, self.config.max_refs)
+        self._check_frame(frame)
+        live = None if reset_before else self.store.get(conversation_id)
+        conv = live if live is not None else self.store.new_conversation(conversation_id)
+        refs = self._resolve(conv, query, ref_rounds)
         conv.ensure_room()
+        if reset_before:
+            self.store.reset(conversation_id)
         try:
             stage("encoding_image")
             feats = self._frame_features(frame)
             pinned_frame = conv.pinned_frame
-            pinned = (feats if pinned_frame is None or pinned_frame.key == frame.key
-                      else self._frame_features(pinned_frame))
+            same = pinned_frame is None or (pinned_frame.key, pinned_frame.image.shape) == (
+                frame.key, frame.image.shape)
+            pinned = feats if same else self._frame_features(pinned_frame)
             t1 = time.perf_counter()
             stage("reasoning")
-            answer, seg = self._run_llm(conv, query, refs, pinned)
+            answer, seg, cache = self._run_llm(conv, query, refs, pinned)
             t2 = time.perf_counter()
             stage("decoding_mask")
             mask, score = self._decode(conv, seg, refs, feats)
             if should_cancel is not None and should_cancel():  # cancel wins until recorded
                 raise RoundCancelled("cancelled before the round was recorded")
         except BaseException:
-            conv.invalidate_runtime()  # the KV cache may hold a half-fed round
+            self._caches.pop(conversation_id, None)  # the KV cache may hold a half-fed round
             raise
         t3 = time.perf_counter()
         found = mask is not None and bool(mask.any())
+        full = mask if found else np.zeros((frame.height, frame.width), bool)
+        kept = self._history_frame(frame)
         rnd = Round.from_mask(conv.num_rounds + 1, query, answer, refs,
-                              mask if found else None, score, frame)
-        conv.add_round(rnd, frame)
-        if isinstance(conv.runtime, _Runtime):
-            conv.runtime.rounds = conv.num_rounds
-        full = mask if mask is not None else np.zeros((frame.height, frame.width), bool)
+                              self._resize_mask(full, kept) if found else None, score, kept)
+        self.store.add_round(conv, rnd, kept)
+        if cache is not None:
+            cache.rounds = conv.num_rounds
         return RoundResult(conversation_id, rnd.index, query, answer, refs, found, full,
-                           rnd.box, score, frame,
+                           mask_to_box(full) if found else None, score, frame,
                            {"image": (t1 - t0) * 1e3, "llm": (t2 - t1) * 1e3,
                             "mask": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3})
 
-    def reset(self, conversation_id: str = "") -> int:
-        """Clear one conversation (or all when ``conversation_id`` is empty); returns how
-        many were cleared."""
-        if not conversation_id:
-            return self.store.reset_all()
-        return int(self.store.reset(conversation_id))
+    def correct_last_round(self, conversation_id: str, mask: np.ndarray) -> None:
+        """Replace the mask the last round recorded (an operator's correction, or the ground
+        truth in the evaluation's ground-truth-history protocol); later rounds then refer to
+        the corrected mask. The conversation's cache is rebuilt on its next round."""
+        conv = self.store.get(conversation_id)
+        if conv is None or conv.num_rounds == 0:
+            raise BadReferenceError(f"conversation {conversation_id!r} has no round to correct")
+        last = conv.rounds[-1]
+        frame = conv.frames[last.frame_key]
+        mask = self._resize_mask(np.asarray(mask, dtype=bool), frame)
+        self.store.replace_last_round(conversation_id, Round.from_mask(
+            last.index, last.query, last.answer, last.ref_rounds, mask, last.score, frame))
+        self._drop_cache(conversation_id)
 
-    # --------------------------------------------------------------- features
+    def reset(self, conversation_id: str = "") -> int:
+        """End one conversation (all when ``conversation_id`` is empty), its saved state and
+        caches included; returns how many ended."""
+        return self.store.reset(conversation_id)
+
+    # -------------------------------------------------------------- checking
+    def _check_frame(self, frame: Frame) -> None:
+        """Refuse frames whose short side would vanish at SAM's input (e.g. 1x100000)."""
+        size = self.runtime.config.sam.image_size
+        short, long = sorted((frame.height, frame.width))
+        if short * size / long < 1:
+            raise UnsupportedFrameError(
+                f"a {frame.width}x{frame.height} frame is too elongated for the model: its "
+                f"short side would be under 1 px at the {size} px input")
+
+    def _resolve(self, conv: Conversation, query: str, ref_rounds: list[int] | tuple[int, ...]
+                 ) -> list[int]:
+        """The rounds the query refers to; a reference into a conversation that ended says
+        so instead of "round 1 does not exist"."""
+        try:
+            return resolve_references(query, list(ref_rounds), conv.num_rounds,
+                                      self.config.max_refs)
+        except BadReferenceError as exc:
+            how = self.store.why_gone(conv.id) if conv.num_rounds == 0 else None
+            if how is None:
+                raise
+            raise BadReferenceError(f"conversation {conv.id!r} was {how}: its earlier rounds "
+                                    f"are gone ({exc})") from exc
+
+    # --------------------------------------------------------------- history
+    def _history_frame(self, frame: Frame) -> Frame:
+        """The frame as the history keeps it: at most ``history_max_side`` on its long side
+        (the model never looks closer), so memory per round stays bounded whatever the
+        camera's resolution."""
+        limit = self.config.history_max_side or self.runtime.config.sam.image_size
+        scale = limit / max(frame.height, frame.width)
+        if scale >= 1:
+            return frame
+        size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
+        image = cv2.resize(np.asarray(frame.image), size, interpolation=cv2.INTER_AREA)
+        return Frame(image=image, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id,
+                     key=frame.key)
+
+    @staticmethod
+    def _resize_mask(mask: np.ndarray, frame: Frame) -> np.ndarray:
+        if mask.shape == (frame.height, frame.width):
+            return mask
+        return cv2.resize(mask.astype(np.uint8), (frame.width, frame.height),
+                          interpolation=cv2.INTER_NEAREST).astype(bool)
+
+    # --------------------------------------------------------------- caches
+    def _drop_cache(self, conversation_id: str) -> None:
+        self._caches.pop(conversation_id, None)
+
     def _frame_features(self, frame: Frame) -> FrameFeatures:
         if self.config.mode == "recompute":
             return self.runtime.encode_frame(frame.image)
-        feats = self._features.get(frame.key)
+        # A history copy shares its camera frame's key at a smaller size: key on both.
+        key = (frame.key, frame.height, frame.width)
+        feats = self._features.get(key)
         if feats is None:
             feats = self.runtime.encode_frame(frame.image)
-            self._features[frame.key] = feats
+            self._features[key] = feats
             while len(self._features) > self.config.frame_cache_size:
                 self._features.popitem(last=False)
-        self._features.move_to_end(frame.key)
+        self._features.move_to_end(key)
         return feats
 
-    def _reference_tokens(self, conv: Conversation, k: int) -> torch.Tensor:
+    def _reference_tokens(self, conv: Conversation, k: int,
+                          cache: ConversationCache | None) -> torch.Tensor:
         """Mask + box token of round k's output on the frame it was answered on."""
-        runtime = conv.runtime if self.config.mode == "cached" else None
-        if isinstance(runtime, _Runtime) and k in runtime.ref_tokens:
-            return runtime.ref_tokens[k]
+        if cache is not None and k in cache.ref_tokens:
+            return cache.ref_tokens[k]
         image = T.to_tensor(conv.frame_of(k).image).to(self.device)
         mask = torch.from_numpy(conv.round(k).mask()).to(self.device)
         tokens = self.runtime.reference_tokens(image, mask[None])
         if self.config.blank_references:
             tokens = torch.zeros_like(tokens)
-        if isinstance(runtime, _Runtime):
-            runtime.ref_tokens[k] = tokens
+        if cache is not None:
+            cache.ref_tokens[k] = tokens
         return tokens
 
     # ------------------------------------------------------------------- LLM
     def _round_tokens(self, query: str, answer: str | None, num_refs: int, first: bool
                       ) -> RoundTokens:
-        rt = self.runtime
-        return tokenize_round(rt.tokenizer, rt.config, query, answer, num_refs, first,
-                              rt.num_image_tokens)
+        runtime = self.runtime
+        return tokenize_round(runtime.tokenizer, runtime.config, query, answer, num_refs, first,
+                              runtime.num_image_tokens)
 
     def _feed(self, ids: list[int], refs: list[torch.Tensor], image_tokens: torch.Tensor,
               cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,54 +315,57 @@ class SegLLMEngine:
         hidden = self.runtime.llm(embeds, cache)
         return hidden[0], embeds[0]
 
-    def _prefill(self, conv: Conversation, pinned: FrameFeatures) -> _Runtime:
-        """A fresh KV cache holding every recorded round (used by recompute, and by the
-        cached mode after a restart or a failed round)."""
-        runtime = _Runtime(self.runtime.new_cache(), 0)
-        if self.config.mode == "cached":
-            conv.runtime = runtime
+    def _prefill(self, conv: Conversation, pinned: FrameFeatures) -> ConversationCache:
+        """A fresh cache holding every recorded round (used by recompute, and by the cached
+        mode after a restart or a failed round); kept by the engine in cached mode."""
+        cache = ConversationCache(conv, self.runtime.new_cache())
+        keep = self.config.mode == "cached"
         ids: list[int] = []
         refs: list[torch.Tensor] = []
         for rnd in conv.rounds:
             ids += self._round_tokens(rnd.query, rnd.answer, len(rnd.ref_rounds),
                                       rnd.index == 1).ids
-            refs += [self._reference_tokens(conv, k) for k in rnd.ref_rounds]
+            refs += [self._reference_tokens(conv, k, cache if keep else None)
+                     for k in rnd.ref_rounds]
         if ids:
-            self._feed(ids, refs, pinned.image_tokens, runtime.cache)
-        runtime.rounds = conv.num_rounds
-        return runtime
+            self._feed(ids, refs, pinned.image_tokens, cache.kv)
+        cache.rounds = conv.num_rounds
+        if keep:
+            self._caches[conv.id] = cache
+        return cache
 
-    def _run_llm(self, conv: Conversation, query: str, refs: list[int],
-                 pinned: FrameFeatures) -> tuple[str, _SegState | None]:
-        """Feed this round (user turn + answer) and return the answer text and the state of
-        its ``<seg>`` token (None when the answer has none)."""
-        runtime = conv.runtime
-        if (self.config.mode == "recompute" or not isinstance(runtime, _Runtime)
-                or runtime.rounds != conv.num_rounds):
-            runtime = self._prefill(conv, pinned)
+    def _run_llm(self, conv: Conversation, query: str, refs: list[int], pinned: FrameFeatures
+                 ) -> tuple[str, _SegState | None, ConversationCache | None]:
+        """Feed this round (user turn + answer) and return the answer text, the state of its
+        ``<seg>`` token (None when the answer has none) and the engine's cache (None in
+        recompute mode)."""
+        cache = self._caches.get(conv.id) if self.config.mode == "cached" else None
+        if cache is None or not cache.is_current(conv):
+            cache = self._prefill(conv, pinned)
+        kept = cache if self.config.mode == "cached" else None
         first = conv.num_rounds == 0
-        ref_tokens = [self._reference_tokens(conv, k) for k in refs]
+        ref_tokens = [self._reference_tokens(conv, k, kept) for k in refs]
         answer = self.runtime.config.seg_answer
         if self.config.generate_text:
-            answer = self._generate(conv, query, ref_tokens, first, pinned, runtime.cache)
-        rt = self._round_tokens(query, answer, len(refs), first)
-        hidden, embeds = self._feed(rt.ids, ref_tokens, pinned.image_tokens, runtime.cache)
-        seg = [i for i, t in enumerate(rt.answer_ids) if t == self.runtime.seg_token_id]
+            answer = self._generate(query, ref_tokens, first, pinned, cache.kv)
+        tokens = self._round_tokens(query, answer, len(refs), first)
+        hidden, embeds = self._feed(tokens.ids, ref_tokens, pinned.image_tokens, cache.kv)
+        seg = [i for i, t in enumerate(tokens.answer_ids) if t == self.runtime.seg_token_id]
         if not seg:
-            return answer, None
-        start, end = rt.query_span
-        return answer, _SegState(hidden[len(rt.user_ids) + seg[0]][None],
-                                 embeds[start:end].mean(0, keepdim=True))
+            return answer, None, kept
+        start, end = tokens.query_span
+        return answer, _SegState(hidden[len(tokens.user_ids) + seg[0]][None],
+                                 embeds[start:end].mean(0, keepdim=True)), kept
 
-    def _generate(self, conv: Conversation, query: str, ref_tokens: list[torch.Tensor],
-                  first: bool, pinned: FrameFeatures, cache: KVCache) -> str:
+    def _generate(self, query: str, ref_tokens: list[torch.Tensor], first: bool,
+                  pinned: FrameFeatures, cache: KVCache) -> str:
         """Greedy answer, one token at a time on the conversation's cache (any backend); the
         cache is then cropped back so the answer is fed once more, exactly like a fixed
         answer."""
-        rt = self._round_tokens(query, None, len(ref_tokens), first)
+        tokens = self._round_tokens(query, None, len(ref_tokens), first)
         start = cache.get_seq_length()
         tok = self.runtime.tokenizer
-        hidden, _ = self._feed(rt.user_ids, ref_tokens, pinned.image_tokens, cache)
+        hidden, _ = self._feed(tokens.user_ids, ref_tokens, pinned.image_tokens, cache)
         new: list[int] = []
         for _ in range(self.config.max_new_tokens):
             token = int(self.runtime.lm_logits(hidden[-1:]).argmax(-1)[0])
@@ -332,9 +429,13 @@ def load_runtime(model_path: str, device: str = "cpu", backend: str = "torch",
 
 
 def load_engine(model_path: str, device: str = "cpu", backend: str = "torch",
-                precision: str = "fp32", engine_dir: str = "", **config: Any) -> SegLLMEngine:
-    """The engine for a checkpoint folder; ``backend`` selects the runtime."""
+                precision: str = "fp32", engine_dir: str = "", max_conversations: int = 16,
+                max_rounds: int = 32, ttl_s: float = 0.0, state_dir: str = "",
+                **config: Any) -> SegLLMEngine:
+    """The engine for a checkpoint folder; ``backend`` selects the runtime. With
+    ``state_dir`` the conversations saved there are restored and every round is saved."""
     runtime = load_runtime(model_path, device, backend, precision, engine_dir)
-    store_keys = {"max_conversations", "max_rounds", "ttl_s"}
-    store = ConversationStore(**{k: config.pop(k) for k in list(config) if k in store_keys})
+    archive = ConversationArchive(state_dir) if state_dir else None
+    store = ConversationStore(max_conversations, max_rounds, ttl_s, archive)
+    store.restore()
     return SegLLMEngine(runtime, EngineConfig(**config), store)

@@ -14,14 +14,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from pathlib import Path
 from typing import Any
 
-from segllm_ros.engine.conversation import ConversationFullError, Frame
-from segllm_ros.engine.engine import RoundCancelled, RoundResult, SegLLMEngine
+from segllm_ros.engine.engine import (
+    RoundCancelled,
+    RoundResult,
+    SegLLMEngine,
+    UnsupportedFrameError,
+)
+from segllm_ros.engine.history import ConversationFullError, Frame
 from segllm_ros.engine.references import BadReferenceError
+from segllm_ros.engine.store import ConversationGoneError
 from segllm_ros.interface.frame_buffer import BufferedFrame, FrameBuffer, stamp_to_ns
-from segllm_ros.interface.image_codec import ImageDecodeError, image_from_msg
+from segllm_ros.interface.image_codec import DEFAULT_MAX_PIXELS, ImageDecodeError, image_from_msg
 
 _LOG = logging.getLogger(__name__)
 
@@ -89,8 +94,8 @@ class WorkerConfig:
     max_query_chars: int = 1000
     max_image_age_s: float = 2.0
     stamp_tolerance_s: float = 0.05
-    max_image_pixels: int = 4096 * 4096
-    state_dir: str = ""
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_id_chars: int = 256         # conversation_id / request_id
 
 
 class _Refused(Exception):
@@ -137,13 +142,7 @@ class QueryWorker:
     # ---------------------------------------------------------------- submit
     def submit(self, job: Job) -> bool:
         """Queue a job; refused jobs (bad text, full queue) are answered at once."""
-        text = job.query.text
-        problem = ""
-        if not text.strip():
-            problem = "the query text is empty"
-        elif len(text) > self.config.max_query_chars:
-            problem = (f"the query text has {len(text)} characters, more than "
-                       f"max_query_chars={self.config.max_query_chars}")
+        problem = self._check_query(job.query)
         if problem:
             self._finish(job, Outcome(job.query, Status.BAD_QUERY, problem))
             return False
@@ -159,6 +158,20 @@ class QueryWorker:
                                       "waiting); try again when earlier results arrive"))
             return False
         return True
+
+    def _check_query(self, q: Query) -> str:
+        """Why ``q`` cannot be queued ("" when it can)."""
+        if not q.text.strip():
+            return "the query text is empty"
+        if len(q.text) > self.config.max_query_chars:
+            return (f"the query text has {len(q.text)} characters, more than "
+                    f"max_query_chars={self.config.max_query_chars}")
+        for name in ("conversation_id", "request_id"):
+            value = getattr(q, name)
+            if len(value) > self.config.max_id_chars:
+                return (f"{name} has {len(value)} characters, more than "
+                        f"{self.config.max_id_chars}")
+        return ""
 
     # ---------------------------------------------------------------- worker
     def _run(self) -> None:
@@ -182,18 +195,17 @@ class QueryWorker:
         try:
             if job.cancel.is_set():
                 raise _Refused(Status.CANCELED, "cancelled while waiting in the queue")
-            if q.reset_before:
-                self.engine.reset(q.conversation_id)
-                self._delete_saved(q.conversation_id)
             frame = self._select_frame(q)
             result = self.engine.segment(q.conversation_id, q.text, frame, q.ref_rounds,
-                                         on_stage=job.on_stage,
+                                         reset_before=q.reset_before, on_stage=job.on_stage,
                                          should_cancel=job.cancel.is_set)
         except _Refused as refused:
             return Outcome(q, refused.status, str(refused), queue_ms=queue_ms)
+        except UnsupportedFrameError as exc:
+            return Outcome(q, Status.BAD_IMAGE, str(exc), queue_ms=queue_ms)
         except (BadReferenceError, ConversationFullError) as exc:
             return Outcome(q, Status.BAD_REFERENCE, str(exc), queue_ms=queue_ms)
-        except RoundCancelled as exc:
+        except (RoundCancelled, ConversationGoneError) as exc:
             return Outcome(q, Status.CANCELED, str(exc), queue_ms=queue_ms)
         except Exception as exc:  # the model failed: this round is lost, the node goes on
             _LOG.exception("model failure in conversation %r", q.conversation_id)
@@ -202,7 +214,6 @@ class QueryWorker:
             return Outcome(q, Status.MODEL_ERROR,
                            f"the model failed in round {done + 1} ({type(exc).__name__}: "
                            f"{exc}); the {done} earlier round(s) are kept", queue_ms=queue_ms)
-        self._save(q.conversation_id)
         model_ms = (time.perf_counter() - start) * 1e3
         status, message = Status.OK, ""
         if not result.found:
@@ -215,7 +226,7 @@ class QueryWorker:
         if policy == ImagePolicy.EMBEDDED:
             return self._decode_embedded(q.image)
         if policy == ImagePolicy.PINNED:
-            conv = self.engine.store.get(q.conversation_id)
+            conv = None if q.reset_before else self.engine.store.get(q.conversation_id)
             if conv is not None and conv.pinned_frame is not None:
                 return conv.pinned_frame
             policy = ImagePolicy.LATEST   # first round: pin what the camera sees now
@@ -253,15 +264,3 @@ class QueryWorker:
         except ImageDecodeError as exc:
             raise _Refused(Status.BAD_IMAGE, f"cannot use the embedded image: {exc}") from exc
         return Frame.create(image, stamp_to_ns(msg.header.stamp), msg.header.frame_id)
-
-    # ----------------------------------------------------------------- state
-    def _save(self, conversation_id: str) -> None:
-        if self.config.state_dir:
-            try:
-                self.engine.store.save(conversation_id, Path(self.config.state_dir))
-            except OSError:
-                _LOG.exception("could not save conversation %r", conversation_id)
-
-    def _delete_saved(self, conversation_id: str) -> None:
-        if self.config.state_dir:
-            self.engine.store.delete_saved(conversation_id, Path(self.config.state_dir))

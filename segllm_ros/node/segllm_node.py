@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -69,18 +68,19 @@ class SegLLMNode(LifecycleNode):
                                  generate_text=p.generate_text,
                                  mask_threshold=p.mask_threshold,
                                  max_conversations=p.max_conversations,
-                                 max_rounds=p.max_rounds, ttl_s=p.conversation_ttl)
+                                 max_rounds=p.max_rounds, ttl_s=p.conversation_ttl,
+                                 state_dir=p.state_dir)
         except Exception as exc:
             self.get_logger().error(f"cannot load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
         if p.state_dir:
-            restored = engine.store.load_all(Path(p.state_dir))
-            self.get_logger().info(f"restored {restored} conversation(s) from {p.state_dir}")
-        self.frames = FrameBuffer(p.frame_buffer_size)
+            self.get_logger().info(f"restored {len(engine.store)} conversation(s) from "
+                                   f"{p.state_dir}")
+        self.frames = FrameBuffer(p.frame_buffer_size, max_pixels=p.max_image_pixels)
         self.worker = QueryWorker(engine, self.frames, WorkerConfig(
             queue_size=p.queue_size, max_query_chars=p.max_query_chars,
             max_image_age_s=p.max_image_age, stamp_tolerance_s=p.stamp_tolerance,
-            max_image_pixels=p.max_image_pixels, state_dir=p.state_dir),
+            max_image_pixels=p.max_image_pixels),
             now_ns=lambda: self.get_clock().now().nanoseconds)
         self._create_interfaces(p)
         self.get_logger().info(f"configured: model {engine.runtime.config.llm.get('model_type')} "
@@ -168,11 +168,7 @@ class SegLLMNode(LifecycleNode):
             response.success, response.cleared = False, 0
             response.message = f"unknown conversation {cid!r}"
             return response
-        cleared_ids = [cid] if cid else engine.store.ids()
-        response.cleared = engine.reset(cid)
-        if self.params.state_dir:  # a restart must not bring a reset conversation back
-            for gone in cleared_ids:
-                engine.store.delete_saved(gone, Path(self.params.state_dir))
+        response.cleared = engine.reset(cid)  # saved state and caches included
         response.success = True
         response.message = f"cleared {response.cleared} conversation(s)"
         return response

@@ -8,9 +8,16 @@ import pytest
 import torch
 from helpers import DEMO_MODEL
 
-from segllm_ros.engine.conversation import ConversationStore, Frame
-from segllm_ros.engine.engine import EngineConfig, SegLLMEngine, load_engine
+from segllm_ros.engine.engine import (
+    EngineConfig,
+    SegLLMEngine,
+    UnsupportedFrameError,
+    load_engine,
+)
+from segllm_ros.engine.history import ConversationFullError, Frame
+from segllm_ros.engine.persistence import ConversationArchive
 from segllm_ros.engine.references import BadReferenceError
+from segllm_ros.engine.store import ConversationStore
 from segllm_ros.interface.mask_codec import mask_iou
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.tabletop import TabletopConfig, generate_dataset
@@ -47,9 +54,8 @@ def test_cached_rounds_equal_recomputed_rounds(model, conversation):
 def test_cached_mode_reuses_the_kv_cache_and_frame_features(model, conversation):
     engine = SegLLMEngine(model, EngineConfig(mode="cached"))
     run(engine, conversation, rounds=conversation.rounds[:2])
-    runtime = engine.store.get("c").runtime
-    length = runtime.cache.get_seq_length()
-    assert runtime.rounds == 2 and length > model.num_image_tokens
+    kv = engine.history_nbytes("c")["kv_cache"]
+    assert kv > 0
     calls = []
     original = model.encode_frame
     model.encode_frame = lambda image: calls.append(1) or original(image)
@@ -58,16 +64,19 @@ def test_cached_mode_reuses_the_kv_cache_and_frame_features(model, conversation)
     finally:
         del model.encode_frame
     assert calls == []                         # the frame's CLIP/SAM features were reused
-    assert runtime.cache.get_seq_length() > length and runtime.rounds == 3
+    assert engine.history_nbytes("c")["kv_cache"] > kv   # one round appended, not rebuilt
+    engine.reset("c")
+    assert engine.history_nbytes("c") == {"history": 0, "kv_cache": 0, "ref_tokens": 0}
+    assert engine._caches == {}                # the store's drop hook freed the KV cache
 
 
 def test_state_save_and_restore_continues_identically(model, conversation, tmp_path):
     straight = run(SegLLMEngine(model), conversation)
-    first = SegLLMEngine(model)
-    run(first, conversation, rounds=conversation.rounds[:3])
-    first.store.save_all(tmp_path)
-    restarted = SegLLMEngine(model, store=ConversationStore())
-    assert restarted.store.load_all(tmp_path) == 1
+    first = SegLLMEngine(model, store=ConversationStore(archive=ConversationArchive(tmp_path)))
+    run(first, conversation, rounds=conversation.rounds[:3])   # saved after every round
+    restarted = SegLLMEngine(model, store=ConversationStore(
+        archive=ConversationArchive(tmp_path)))
+    assert restarted.store.restore() == 1
     conv = restarted.store.get("c")
     frame = conv.pinned_frame
     resumed = [restarted.segment("c", r.query, frame, r.ref_rounds)
@@ -125,3 +134,67 @@ def test_reset_and_precision(model, conversation, tmp_path):
     assert result.mask.dtype == np.bool_ and result.mask.shape == conversation.scene.image.shape[:2]
     with pytest.raises(ValueError, match="backend"):
         load_engine(str(DEMO_MODEL), backend="openvino")
+
+
+def test_engine_keeps_the_configured_store_limits(model, conversation):
+    """store_limits: an empty store is falsy; the engine once replaced it with the defaults
+    (16 conversations, 32 rounds, no TTL), so the node's limits had no effect."""
+    store = ConversationStore(max_conversations=2, max_rounds=2, ttl_s=2.0)
+    engine = SegLLMEngine(model, store=store)
+    assert engine.store is store
+    run(engine, conversation, rounds=conversation.rounds[:2])
+    with pytest.raises(ConversationFullError):
+        run(engine, conversation, rounds=conversation.rounds[2:3])
+    for cid in ("d", "e"):
+        run(engine, conversation, rounds=conversation.rounds[:1], cid=cid)
+    assert engine.store.ids() == ["d", "e"]
+
+
+def test_refused_queries_change_nothing(model, conversation):
+    engine = SegLLMEngine(model)
+    frame = Frame.create(conversation.scene.image, 1, "table")
+    with pytest.raises(BadReferenceError, match="first round"):
+        engine.segment("new", "<the output of round 1> again", frame)
+    assert "new" not in engine.store                       # not created by a refused query
+    run(engine, conversation, rounds=conversation.rounds[:2])
+    with pytest.raises(BadReferenceError, match="first round"):
+        engine.segment("c", "<the output of round 1> again", frame, reset_before=True)
+    assert engine.store.get("c").num_rounds == 2           # reset_before waits for validity
+    result = engine.segment("c", conversation.rounds[0].query, frame, reset_before=True)
+    assert result.round_index == 1
+
+
+def test_a_reference_into_an_ended_conversation_says_how_it_ended(model, conversation):
+    engine = SegLLMEngine(model, store=ConversationStore(max_conversations=1))
+    run(engine, conversation, rounds=conversation.rounds[:1], cid="a")
+    run(engine, conversation, rounds=conversation.rounds[:1], cid="b")   # evicts a
+    frame = Frame.create(conversation.scene.image, 1, "table")
+    with pytest.raises(BadReferenceError, match=r"'a' was evicted \(max_conversations=1"):
+        engine.segment("a", "the cup left of <the output of round 1>", frame)
+    engine.reset("b")
+    with pytest.raises(BadReferenceError, match="'b' was reset"):
+        engine.segment("b", "it again", frame)
+
+
+def test_an_elongated_frame_is_refused_before_the_model(model):
+    engine = SegLLMEngine(model)
+    frame = Frame.create(np.zeros((1, 100_000, 3), np.uint8), 1, "line")
+    with pytest.raises(UnsupportedFrameError, match="too elongated"):
+        engine.segment("c", "the red circle", frame)
+    assert "c" not in engine.store
+
+
+def test_history_keeps_frames_at_model_resolution(model, conversation):
+    """A camera frame larger than the model's input is kept downscaled in the history; the
+    result mask is still at the camera's resolution."""
+    size = model.config.sam.image_size
+    big = np.repeat(np.repeat(conversation.scene.image, 8, axis=0), 8, axis=1)
+    assert max(big.shape[:2]) > size
+    engine = SegLLMEngine(model)
+    frames = [Frame.create(big, i + 1, "cam") for i in range(3)]
+    results = [engine.segment("c", r.query, f, r.ref_rounds)
+               for r, f in zip(conversation.rounds[:3], frames, strict=False)]
+    assert all(r.mask.shape == big.shape[:2] for r in results)
+    conv = engine.store.get("c")
+    assert all(max(f.image.shape[:2]) == size for f in conv.frames.values())
+    assert conv.history_bytes() < 3 * big.nbytes / 16
