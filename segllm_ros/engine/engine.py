@@ -186,7 +186,7 @@ class SegLLMEngine:
             if should_cancel is not None and should_cancel():  # cancel wins until recorded
                 raise RoundCancelled("cancelled before the round was recorded")
         except BaseException:
-            self._caches.pop(conversation_id, None)  # the KV cache may hold a half-fed round
+            self._drop_cache(conversation_id)  # the KV cache may hold a half-fed round
             raise
         t3 = time.perf_counter()
         found = mask is not None and bool(mask.any())
@@ -268,7 +268,9 @@ class SegLLMEngine:
 
     # --------------------------------------------------------------- caches
     def _drop_cache(self, conversation_id: str) -> None:
-        self._caches.pop(conversation_id, None)
+        cache = self._caches.pop(conversation_id, None)
+        if cache is not None:
+            self.runtime.release_cache(cache.kv)
 
     def _frame_features(self, frame: Frame) -> FrameFeatures:
         if self.config.mode == "recompute":
@@ -318,8 +320,10 @@ class SegLLMEngine:
     def _prefill(self, conv: Conversation, pinned: FrameFeatures) -> ConversationCache:
         """A fresh cache holding every recorded round (used by recompute, and by the cached
         mode after a restart or a failed round); kept by the engine in cached mode."""
-        cache = ConversationCache(conv, self.runtime.new_cache())
         keep = self.config.mode == "cached"
+        if keep:
+            self._drop_cache(conv.id)
+        cache = ConversationCache(conv, self.runtime.new_cache())
         ids: list[int] = []
         refs: list[torch.Tensor] = []
         for rnd in conv.rounds:
@@ -342,6 +346,16 @@ class SegLLMEngine:
         cache = self._caches.get(conv.id) if self.config.mode == "cached" else None
         if cache is None or not cache.is_current(conv):
             cache = self._prefill(conv, pinned)
+        try:
+            return self._feed_round(conv, query, refs, pinned, cache)
+        finally:
+            if self.config.mode == "recompute":
+                self.runtime.release_cache(cache.kv)   # rebuilt every round
+
+    def _feed_round(self, conv: Conversation, query: str, refs: list[int],
+                    pinned: FrameFeatures, cache: ConversationCache
+                    ) -> tuple[str, _SegState | None, ConversationCache | None]:
+        """Feed the round on top of ``cache``: answer, ``<seg>`` state, the kept cache."""
         kept = cache if self.config.mode == "cached" else None
         first = conv.num_rounds == 0
         ref_tokens = [self._reference_tokens(conv, k, kept) for k in refs]

@@ -237,11 +237,13 @@ class SegLLMModel(nn.Module):
 
     # ------------------------------------------------------------------ LLM
     def llm_hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                   past_key_values=None):
-        """Last hidden states of the LLM (no LM head): what ``<seg>`` is read from."""
+                   past_key_values=None, cache_position: torch.Tensor | None = None):
+        """Last hidden states of the LLM (no LM head): what ``<seg>`` is read from.
+        ``cache_position`` places the tokens in a static cache (padded feeds)."""
         return self.llm.get_decoder()(inputs_embeds=inputs_embeds,
                                       attention_mask=attention_mask,
-                                      **{self.cache_kwarg: past_key_values}, use_cache=True)
+                                      **{self.cache_kwarg: past_key_values}, use_cache=True,
+                                      cache_position=cache_position)
 
     def seg_prompts(self, seg_hidden: torch.Tensor, turn_embeds: torch.Tensor) -> torch.Tensor:
         """SAM prompt tokens (R, slots, T, C) from the ``<seg>`` states (R, H) and the mean

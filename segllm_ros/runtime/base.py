@@ -84,6 +84,10 @@ class Runtime(ABC):
     def new_cache(self) -> KVCache:
         """An empty KV cache for a new conversation prefix."""
 
+    def release_cache(self, cache: KVCache) -> None:  # noqa: B027 - most caches hold nothing
+        """A conversation's cache is no longer needed: give back what it holds (a static KV
+        slot); dropping the reference is enough for other caches."""
+
     @abstractmethod
     def llm(self, inputs_embeds: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Feed (1, L, hidden) on top of ``cache`` (extended in place) -> last hidden states

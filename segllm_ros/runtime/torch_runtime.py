@@ -1,4 +1,5 @@
-"""The PyTorch runtime: the ``SegLLMModel`` itself, with a ``transformers`` KV cache."""
+"""The PyTorch runtime: the ``SegLLMModel`` itself, with a ``transformers`` KV cache (dynamic,
+or static slots replayable as CUDA graphs: ``static_cache``)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,23 @@ import torch
 from transformers import DynamicCache
 
 from segllm_ros.model.segllm import FrameFeatures, SegLLMModel
-from segllm_ros.runtime.base import Runtime
+from segllm_ros.runtime.base import KVCache, Runtime
+from segllm_ros.runtime.static_cache import SlotCache, StaticCacheConfig, StaticCachePool
 
 
 class TorchRuntime(Runtime):
     backend = "torch"
 
-    def __init__(self, model: SegLLMModel) -> None:
+    def __init__(self, model: SegLLMModel, static_cache: StaticCacheConfig | None = None) -> None:
         self.model = model.eval()
         super().__init__(model.config, model.tokenizer, model.num_image_tokens,
                          model.vision_tower.config.image_size)
+        self.static_cache = (None if static_cache is None else StaticCachePool(
+            static_cache, model.llm.config, self._decoder_step, self.device))
+
+    def _decoder_step(self, inputs_embeds: torch.Tensor, cache, cache_position) -> torch.Tensor:
+        return self.model.llm_hidden(inputs_embeds, past_key_values=cache,
+                                     cache_position=cache_position).last_hidden_state
 
     @property
     def device(self) -> torch.device:
@@ -40,11 +48,17 @@ class TorchRuntime(Runtime):
     def embed(self, input_ids, image_tokens, ref_tokens) -> torch.Tensor:
         return self.model.embed(input_ids, image_tokens, ref_tokens)
 
-    def new_cache(self) -> DynamicCache:
-        return DynamicCache()
+    def new_cache(self) -> KVCache:
+        return DynamicCache() if self.static_cache is None else self.static_cache.acquire()
 
-    def llm(self, inputs_embeds: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        return self.model.llm_hidden(inputs_embeds, past_key_values=cache).last_hidden_state
+    def release_cache(self, cache: KVCache) -> None:
+        if isinstance(cache, SlotCache):
+            self.static_cache.release(cache)
+
+    def llm(self, inputs_embeds: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        if isinstance(cache, SlotCache):
+            return self.static_cache.feed(inputs_embeds, cache)
+        return self._decoder_step(inputs_embeds, cache, None)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.llm.get_output_embeddings()(hidden).float()
@@ -53,6 +67,8 @@ class TorchRuntime(Runtime):
         return self.model.decode_from_seg(sam_embedding, seg_hidden, turn_embeds, ref_masks)
 
     @staticmethod
-    def cache_nbytes(cache: DynamicCache) -> int:
+    def cache_nbytes(cache: KVCache) -> int:
+        if isinstance(cache, SlotCache):
+            return cache.nbytes()
         return sum(t.numel() * t.element_size() for layer in cache.layers
                    for t in (layer.keys, layer.values) if t is not None)
