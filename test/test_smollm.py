@@ -59,3 +59,28 @@ def test_smollm_as_segllm_llm_runs_a_round_and_answers(smollm_segllm):
     print("SmolLM2 answered:", repr(answer.text))
     assert "Paris" in answer.text, answer.text
     assert not answer.found  # a plain question: no <seg>, no mask
+
+
+def test_smollm_int8_quant_keeps_the_masks_and_the_answer(smollm_segllm):
+    """Issue 20 on a real LLM: int8 weight-only SmolLM2 gives the same masks (IoU >= 0.98)
+    and still answers the question."""
+    import copy
+
+    from segllm_ros.interface.mask_codec import mask_iou
+    from segllm_ros.model.quantize import quantize_llm
+
+    scene = generate_scene(__import__("numpy").random.default_rng(1), TabletopConfig())
+    frame = Frame.create(scene.image, 1, "table")
+    queries = ["the red circle", "the square to the left of it", "<the output of round 1> again"]
+
+    def play(model):
+        engine = SegLLMEngine(model)
+        return [engine.segment("q", q, frame) for q in queries]
+
+    quantized = quantize_llm(copy.deepcopy(smollm_segllm), "int8")
+    for a, b in zip(play(smollm_segllm), play(quantized), strict=True):
+        assert a.ref_rounds == b.ref_rounds
+        assert mask_iou(a.mask, b.mask) >= 0.98 or not (a.mask.any() or b.mask.any())
+    chat = SegLLMEngine(quantized, EngineConfig(generate_text=True, max_new_tokens=24))
+    answer = chat.segment("chat", "What is the capital of France?", frame)
+    assert "Paris" in answer.text, answer.text
