@@ -76,6 +76,10 @@ class GptStep:
 DESCRIBE = GptStep("gpt-4-turbo-2024-04-09", max_tokens=200, json_output=False)
 CORRECT = GptStep("gpt-4o-2024-05-13", max_tokens=200, json_output=True)
 
+OPENAI_URL = "https://api.openai.com/v1"
+"""Where the ``openai`` client sends requests when neither the config nor the environment
+names a server."""
+
 RETRYABLE = (
     openai.APIConnectionError,
     openai.APITimeoutError,
@@ -143,7 +147,8 @@ class GptClient:
 
     def cache_path(self, messages: list[dict], step: GptStep) -> Path:
         """Keyed by the server too: two servers may answer the same request differently."""
-        key = {"base_url": self.cfg.base_url, "request": self._request(messages, step)}
+        server = self.cfg.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+        key = {"base_url": server.rstrip("/"), "request": self._request(messages, step)}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return self.cfg.cache_dir / digest[:2] / f"{digest}.json"
 
