@@ -43,7 +43,8 @@ SOURCE_DIRS = {
 
 
 def tiny_config(**overrides) -> BuildConfig:
-    return BuildConfig(sam_config=dict(TINY_SAM), **overrides)
+    """The tiny SAM with random weights (no checkpoint exists here)."""
+    return BuildConfig(sam_config=dict(TINY_SAM), allow_random_sam=True, **overrides)
 
 
 def write_all(root: Path, seed: int = 0, n: int = 9) -> Path:
@@ -61,7 +62,12 @@ def write_all(root: Path, seed: int = 0, n: int = 9) -> Path:
         path = fx.write_coco_instances(root / "coco", rng, split, 3)
         ids = [a["id"] for a in json.loads(path.read_text())["annotations"]]
         (root / "coco" / f"attributes_{split}2017.json").write_text(
-            json.dumps({str(i): f"striped blue object {i}" for i in ids})
+            json.dumps(
+                {
+                    str(i): {"description": f"striped blue object {i}", "class_name": "mug"}
+                    for i in ids
+                }
+            )
         )
     fx.write_visual_genome(root / "vg", rng)
     return root

@@ -29,7 +29,10 @@ def test_build_every_source_then_stats(data, tmp_path, capsys):
     files = []
     for source, folder in sorted(SOURCE_DIRS.items()):
         out = tmp_path / f"{source}.jsonl"
-        args = build_args(source, data / folder, "train", out, "--workers", "2", "--config", config)
+        args = build_args(
+            source, data / folder, "train", out, "--workers", "2", "--config", config,
+            "--allow-random-sam",  # visual_genome: no SAM checkpoint here
+        )
         assert main(args) == 0
         assert read_conversations(out)
         files.append(str(out))

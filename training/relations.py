@@ -30,6 +30,12 @@ Touching edges (``a.x1 == b.x0``) count as separated: zero-area contact is not a
 box whose right edge touches another's left edge is "to the left of" it, and boxes meeting only
 at a corner are in a diagonal relation. Any positive-area intersection, even one pixel, is
 "overlapping with".
+
+With ``min_overlap`` set (MRSeg, after the SegLLM appendix: positions from box edges *and*
+centres) boxes overlap only when the intersection covers at least that share of the smaller
+box, and an axis also separates a from b when each box's centre lies beyond the other's near
+edge (``a.cx < b.x0`` and ``b.cx > a.x1``: "left"); when no axis does (grazing boxes), the axis
+along which the centres differ most decides.
 """
 
 from __future__ import annotations
@@ -99,12 +105,28 @@ def _check_box(box: Box, name: str) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
-def positional_relation(box_a: Box, box_b: Box, same_instance: bool = False) -> str:
-    """Return the phrase for "a is ... b" (see the module docstring for the rule table).
+def _side(
+    a0: int, a1: int, b0: int, b1: int, before: str, after: str, centres: bool
+) -> str | None:
+    """One axis: ``before`` when a's range ends where b's starts (or, with ``centres``, when
+    each centre lies beyond the other's near edge), ``after`` for the mirror case, else None.
+    Centres are compared doubled to stay in integers."""
+    if a1 <= b0 or (centres and a0 + a1 < 2 * b0 and b0 + b1 > 2 * a1):
+        return before
+    if a0 >= b1 or (centres and a0 + a1 > 2 * b1 and b0 + b1 < 2 * a0):
+        return after
+    return None
 
-    Why the edges and not the centres: edge separation is unambiguous and symmetric
-    (``relation(a, b)`` is always the inverse of ``relation(b, a)``), so a generated query is
-    never "to the left of" something it sticks out beyond.
+
+def positional_relation(
+    box_a: Box, box_b: Box, same_instance: bool = False, min_overlap: float | None = None
+) -> str:
+    """Return the phrase for "a is ... b" (see the module docstring for the rules).
+
+    Why edges first: edge separation is unambiguous and symmetric (``relation(a, b)`` is
+    always the inverse of ``relation(b, a)``), so a generated query is never "to the left of"
+    something it sticks out beyond. ``min_overlap`` (None: the edge rule alone) adds the
+    centres, so boxes that only graze each other get a direction; symmetry is kept.
     """
     ax0, ay0, ax1, ay1 = _check_box(box_a, "box_a")
     bx0, by0, bx1, by1 = _check_box(box_b, "box_b")
@@ -113,9 +135,20 @@ def positional_relation(box_a: Box, box_b: Box, same_instance: bool = False) -> 
     overlap_w = min(ax1, bx1) - max(ax0, bx0)
     overlap_h = min(ay1, by1) - max(ay0, by0)
     if overlap_w > 0 and overlap_h > 0:
-        return OVERLAP
-    horizontal = "left" if ax1 <= bx0 else "right" if ax0 >= bx1 else None
-    vertical = "above" if ay1 <= by0 else "below" if ay0 >= by1 else None
+        smaller = min((ax1 - ax0) * (ay1 - ay0), (bx1 - bx0) * (by1 - by0))
+        if min_overlap is None or overlap_w * overlap_h >= min_overlap * smaller:
+            return OVERLAP
+    centres = min_overlap is not None
+    horizontal = _side(ax0, ax1, bx0, bx1, "left", "right", centres)
+    vertical = _side(ay0, ay1, by0, by1, "above", "below", centres)
+    if horizontal is None and vertical is None:  # grazing boxes, no centre beyond an edge
+        dx, dy = (ax0 + ax1) - (bx0 + bx1), (ay0 + ay1) - (by0 + by1)
+        if dx == dy == 0:
+            return OVERLAP
+        if abs(dx) >= abs(dy):
+            horizontal = "left" if dx < 0 else "right"
+        else:
+            vertical = "above" if dy < 0 else "below"
     return _PHRASES[(horizontal, vertical)]
 
 

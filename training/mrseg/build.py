@@ -61,13 +61,21 @@ def _work(entry: ImageEntry) -> tuple[list[ConversationRecord], str | None]:
 
 
 def read_source(
-    name: str, root: str | Path, split: str, skip_bad: bool = False, limit: int | None = None
+    name: str,
+    root: str | Path,
+    split: str,
+    skip_bad: bool = False,
+    limit: int | None = None,
+    cfg: BuildConfig | None = None,
 ) -> tuple[list[ImageEntry], list[str]]:
-    """Validated entries of a source (first ``limit``) and the skipped-record messages."""
+    """Validated entries of a source's split (first ``limit``) and the skipped-record
+    messages; ``cfg`` gives the split rule of sources without official splits."""
     if name not in SOURCES:
         raise ValueError(f"unknown source {name!r}; one of {sorted(SOURCES)}")
-    bad = BadRecords(skip_bad)
-    entries = SOURCES[name].read(Path(root), split, bad)
+    source, bad = SOURCES[name], BadRecords(skip_bad)
+    entries = source.read(Path(root), split, bad)
+    if source.split_of is not None:
+        entries = [e for e in entries if source.split_of(e, cfg or BuildConfig()) == split]
     return (entries[:limit] if limit else entries), bad.errors
 
 
@@ -125,7 +133,9 @@ def build(
 ) -> BuildReport:
     """Read, generate and write one source/split; returns counts and skipped records."""
     cfg = cfg or BuildConfig()
-    entries, skipped = read_source(name, root, split, skip_bad, limit)
+    if name in SOURCES and SOURCES[name].needs_sam:
+        cfg.sam_weights()  # refuse before reading: Visual Genome's files take minutes
+    entries, skipped = read_source(name, root, split, skip_bad, limit, cfg)
     report = BuildReport(skipped=skipped)
     write_conversations(out, generate(name, entries, cfg, workers, skip_bad, report, progress))
     return report

@@ -39,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--limit", type=int, default=None, help="first N images only")
     b.add_argument("--skip-bad", action="store_true", help="report bad records and continue")
     b.add_argument("--config", type=Path, help="JSON with BuildConfig fields to override")
+    b.add_argument(
+        "--sam-checkpoint", help="visual_genome: the official SAM state dict its masks come from"
+    )
+    b.add_argument(
+        "--allow-random-sam",
+        action="store_true",
+        help="visual_genome without a checkpoint: random SAM weights (tests only)",
+    )
     b.add_argument("--no-progress", action="store_true")
     s = sub.add_parser("stats", help="Table A1 and the rounds histogram of built files")
     s.add_argument("files", nargs="+", type=Path)
@@ -86,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = BuildConfig(seed=args.seed)
             if args.config:
                 cfg = replace(cfg, **json.loads(args.config.read_text()))
+            if args.sam_checkpoint:
+                cfg = replace(cfg, sam_checkpoint=args.sam_checkpoint)
+            if args.allow_random_sam:
+                cfg = replace(cfg, allow_random_sam=True)
             report = build(
                 args.source,
                 args.root,

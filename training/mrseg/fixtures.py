@@ -265,10 +265,16 @@ def write_pascal_part(
 
 
 def write_semantic(
-    root: Path, rng: np.random.Generator, source: str, split: str = "train", n_images: int = 3
+    root: Path,
+    rng: np.random.Generator,
+    source: str,
+    split: str = "train",
+    n_images: int = 3,
+    per_image: int = 3,
 ) -> Path:
     """ADE20K (``objectInfo150.csv`` + ``annotations/*/*.png``, 0 = other) or COCO-Stuff
-    (``labels.txt`` + ``stuffthingmaps_trainval2017/*/*.png``, 255 = unlabeled)."""
+    (``labels.txt`` + ``stuffthingmaps_trainval2017/*/*.png``, 255 = unlabeled); ``per_image``
+    of the 6 classes drawn into each map (later ellipses may hide earlier ones)."""
     names = ("wall", "floor", "tree", "ceiling", "road", "bed")
     root.mkdir(parents=True, exist_ok=True)
     if source == "ade20k":
@@ -290,7 +296,7 @@ def write_semantic(
     for n in range(n_images):
         h, w = 64, 80
         label = np.full((h, w), void, np.uint8)
-        for v in rng.choice(list(values), 3, replace=False):
+        for v in rng.choice(list(values), per_image, replace=False):
             label[_ellipse_mask(rng, h, w)] = v
         Image.fromarray(label).save(folder / f"{n:012d}.png")
     return folder

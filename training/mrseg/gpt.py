@@ -1,17 +1,18 @@
-"""GPT-4 steps of MRSeg: attribute descriptions of COCO instance crops (seed Table A2) and
-the two-pass grammar correction of generated queries (seed Table A3).
+"""GPT-4 steps of MRSeg: attribute descriptions of COCO instance crops (Table A2) and the
+two-pass correction of generated queries, grammar then meaning (Table A3).
 
 Why the care: these are the only steps that cost money and time. Every request goes through
 :class:`GptClient`: the official ``openai`` client against any OpenAI-compatible server (model,
 base URL and key from :class:`GptConfig` / the environment; the key is read from the
 environment when the client is made and never stored, printed or logged), an on-disk cache keyed
-by the SHA-256 of the request (model, messages, temperature), so a re-run never asks twice,
+by the SHA-256 of the server's base URL and the request, so a re-run never asks twice,
 retries with exponential backoff on connection errors, timeouts, rate limits and 5xx, and a
 dry-run mode that answers nothing but counts the requests a real run would make.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import io
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -34,25 +36,49 @@ from .schema import ConversationRecord
 log = logging.getLogger(__name__)
 
 DESCRIBE_PROMPT = (
-    "The image is a crop of one object of the class '{category}'. Describe the object in one "
-    "short noun phrase (at most 12 words) that names its visible attributes, such as colour, "
-    "material, pattern, shape, state and what it is doing, so that it can be told apart from "
-    "other {category}s. Reply with the phrase only, starting with the class name or an "
-    "adjective; no article, no full sentence."
+    "The image is a crop around one object of the class '{category}'. Describe this object by "
+    "what can be seen of it (colour, material, pattern, shape, state, what it is doing) so that "
+    "it can be told apart from other objects, in one noun phrase of at most 15 words that does "
+    "not contain the class name or a synonym of it (say 'animal', 'vehicle', 'object', ... "
+    "instead). Answer with a list of two strings and nothing else: [the description, the exact "
+    "class name of the object]."
 )
-"""Attribute description of an instance crop (after the seed's Table A2)."""
+"""Table A2: [a description without the class name, the exact class name] of an instance
+crop (sent at low detail)."""
 
 GRAMMAR_PROMPT = (
-    "Correct the grammar of the following instruction so that it reads naturally. Keep its "
+    "Correct the grammar of the following instruction so that it reads naturally, keeping its "
     "meaning. Copy every token in angle brackets, such as <instance 2> or <the output of round "
-    "1>, exactly as it is. Reply with the corrected instruction only.\n\nInstruction: {text}"
+    '1>, exactly as it is. Answer in JSON: {{"corrected": "<the corrected instruction>"}}.'
+    "\n\nInstruction: {text}"
 )
-GRAMMAR_CHECK_PROMPT = (
-    "Check this instruction once more. If it is grammatical and natural, reply with it "
-    "unchanged; otherwise reply with the corrected instruction only. Tokens in angle brackets "
-    "must stay exactly as they are.\n\nInstruction: {text}"
+MEANING_CHECK_PROMPT = (
+    "An instruction was corrected for grammar. Check that the correction kept the original's "
+    "meaning: the same object, the same relation and the same tokens in angle brackets. Answer "
+    'in JSON: {{"result": ["Same", "None"]}} if the meaning is the same, otherwise '
+    '{{"result": ["Different", "<a grammatical instruction with the original\'s '
+    'meaning>"]}}.\n\nOriginal: {original}\nCorrected: {corrected}'
 )
-"""The two passes of the grammar correction (after the seed's Table A3)."""
+"""Table A3: a grammar correction, then a second pass that checks the correction kept the
+original's meaning (``['Same', 'None']``) or gives the fix (``['Different', fix]``)."""
+
+
+@dataclass(frozen=True)
+class GptStep:
+    """What one step sends besides its messages (Tables A2/A3)."""
+
+    model: str
+    """The pinned snapshot the appendix used; ``GptConfig.model`` overrides it."""
+    max_tokens: int
+    json_output: bool
+
+
+DESCRIBE = GptStep("gpt-4-turbo-2024-04-09", max_tokens=200, json_output=False)
+CORRECT = GptStep("gpt-4o-2024-05-13", max_tokens=200, json_output=True)
+
+OPENAI_URL = "https://api.openai.com/v1"
+"""Where the ``openai`` client sends requests when neither the config nor the environment
+names a server."""
 
 RETRYABLE = (
     openai.APIConnectionError,
@@ -66,7 +92,8 @@ RETRYABLE = (
 class GptConfig:
     """Where and how to ask. ``from_env`` reads ``MRSEG_GPT_MODEL``, ``OPENAI_BASE_URL``."""
 
-    model: str = "gpt-4o"
+    model: str | None = None
+    """None: each step's pinned model (:data:`DESCRIBE`, :data:`CORRECT`)."""
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the key (the key itself is never stored)."""
@@ -75,7 +102,6 @@ class GptConfig:
     backoff_s: float = 1.0
     timeout_s: float = 60.0
     temperature: float = 0.0
-    max_tokens: int = 64
     dry_run: bool = False
 
     @classmethod
@@ -108,23 +134,27 @@ class GptClient:
             )
         return self._client
 
-    def _request(self, messages: list[dict]) -> dict:
-        return {
-            "model": self.cfg.model,
+    def _request(self, messages: list[dict], step: GptStep) -> dict:
+        request = {
+            "model": self.cfg.model or step.model,
             "messages": messages,
             "temperature": self.cfg.temperature,
-            "max_tokens": self.cfg.max_tokens,
+            "max_tokens": step.max_tokens,
         }
+        if step.json_output:
+            request["response_format"] = {"type": "json_object"}
+        return request
 
-    def cache_path(self, messages: list[dict]) -> Path:
-        digest = hashlib.sha256(
-            json.dumps(self._request(messages), sort_keys=True).encode()
-        ).hexdigest()
+    def cache_path(self, messages: list[dict], step: GptStep) -> Path:
+        """Keyed by the server too: two servers may answer the same request differently."""
+        server = self.cfg.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+        key = {"base_url": server.rstrip("/"), "request": self._request(messages, step)}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return self.cfg.cache_dir / digest[:2] / f"{digest}.json"
 
-    def chat(self, messages: list[dict]) -> str | None:
+    def chat(self, messages: list[dict], step: GptStep) -> str | None:
         """The answer text; ``None`` in a dry run when the answer is not cached yet."""
-        path = self.cache_path(messages)
+        path = self.cache_path(messages, step)
         if path.is_file():
             self.cache_hits += 1
             return json.loads(path.read_text())["answer"]
@@ -133,7 +163,7 @@ class GptClient:
             return None
         for attempt in range(self.cfg.max_retries + 1):
             try:
-                response = self._openai().chat.completions.create(**self._request(messages))
+                response = self._openai().chat.completions.create(**self._request(messages, step))
                 break
             except RETRYABLE as exc:
                 if attempt == self.cfg.max_retries:
@@ -149,11 +179,19 @@ class GptClient:
                 time.sleep(delay)
         self.sent += 1
         answer = (response.choices[0].message.content or "").strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"request": self._request(messages), "answer": answer}))
-        os.replace(tmp, path)
+        write_cache(path, {"request": self._request(messages, step), "answer": answer})
         return answer
+
+
+def write_cache(path: Path, entry: dict) -> None:
+    """Write atomically under a temporary name of this writer's own, so two processes or
+    threads answering the same request never rename each other's half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp", delete=False
+    ) as f:
+        f.write(json.dumps(entry))
+    os.replace(f.name, path)
 
 
 def crop_data_url(
@@ -172,48 +210,102 @@ def crop_data_url(
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def describe_instances(entries: Iterable[ImageEntry], client: GptClient) -> dict[str, str]:
-    """``{annotation id: description}`` for every instance (Table A2 step)."""
-    out: dict[str, str] = {}
+def _parse(answer: str, json_object: bool) -> object:
+    """A JSON answer (object mode) or a list answer, possibly written with Python quotes as in
+    the tables (``['Same', 'None']``); None when it is neither."""
+    text = answer.strip().removeprefix("```json").strip("`").strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        if json_object:
+            return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _is_pair(value: object) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, str) and v.strip() for v in value)
+    )
+
+
+def describe_instances(entries: Iterable[ImageEntry], client: GptClient) -> dict[str, dict]:
+    """``{annotation id: {"description", "class_name"}}`` for every instance whose answer is
+    the pair Table A2 asks for and whose description leaves out the class name."""
+    out: dict[str, dict] = {}
     for entry in entries:
         image = load_image(entry.image_file) if entry.instances else None
         for inst in entry.instances:
+            url = crop_data_url(image, inst.bbox)
             messages = [
                 {
                     "role": "user",
                     "content": [
                         {"type": "text", "text": DESCRIBE_PROMPT.format(category=inst.category)},
-                        {
-                            "type": "image_url",
-                            "image_url": {"url": crop_data_url(image, inst.bbox)},
-                        },
+                        {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
                     ],
                 }
             ]
-            answer = client.chat(messages)
-            if answer:
-                out[str(inst.ann_id)] = answer.rstrip(".").strip()
+            answer = client.chat(messages, DESCRIBE)
+            if answer is None:
+                continue
+            pair = _parse(answer, json_object=False)
+            if not _is_pair(pair):
+                log.warning(
+                    "annotation %s: not a [description, class] pair: %r", inst.ann_id, answer
+                )
+                continue
+            description, class_name = (v.strip() for v in pair)
+            if re.search(rf"\b{re.escape(inst.category)}", description, re.IGNORECASE):
+                log.warning(
+                    "annotation %s: the description names the class: %r", inst.ann_id, description
+                )
+                continue
+            out[str(inst.ann_id)] = {
+                "description": description.rstrip(".").strip(),
+                "class_name": class_name,
+            }
     return out
 
 
 _TOKENS = re.compile(r"<[^<>]+>")
 
 
+def _same_tokens(text: str, original: str) -> bool:
+    return bool(text) and sorted(_TOKENS.findall(text)) == sorted(_TOKENS.findall(original))
+
+
 def correct_grammar(text: str, client: GptClient) -> str:
-    """Two passes (correct, then check); the original stays when a pass alters a reference
-    token such as ``<instance 2>`` (the model would learn a broken reference otherwise)."""
-    current = text
-    for prompt in (GRAMMAR_PROMPT, GRAMMAR_CHECK_PROMPT):
-        answer = client.chat([{"role": "user", "content": prompt.format(text=current)}])
-        if answer is None:  # dry run: count the check pass that would follow, answer nothing
-            client.planned += prompt is GRAMMAR_PROMPT
-            return text
-        answer = answer.strip().strip('"')
-        if sorted(_TOKENS.findall(answer)) != sorted(_TOKENS.findall(text)) or not answer:
-            log.warning("grammar correction changed reference tokens; keeping %r", text)
-            return text
-        current = answer
-    return current
+    """Table A3: correct, then check the correction kept the meaning (``['Same', 'None']``
+    keeps it, ``['Different', fix]`` takes the fix). The original stays when an answer is
+    malformed or alters a reference token such as ``<instance 2>`` (the model would learn a
+    broken reference otherwise)."""
+    answer = client.chat([{"role": "user", "content": GRAMMAR_PROMPT.format(text=text)}], CORRECT)
+    if answer is None:  # dry run: count the check pass that would follow, answer nothing
+        client.planned += 1
+        return text
+    parsed = _parse(answer, json_object=True)
+    corrected = parsed.get("corrected") if isinstance(parsed, dict) else None
+    if not isinstance(corrected, str) or not _same_tokens(corrected.strip(), text):
+        log.warning("grammar correction malformed or changed reference tokens; keeping %r", text)
+        return text
+    corrected = corrected.strip()
+    prompt = MEANING_CHECK_PROMPT.format(original=text, corrected=corrected)
+    answer = client.chat([{"role": "user", "content": prompt}], CORRECT)
+    parsed = _parse(answer or "", json_object=True)
+    verdict = parsed.get("result") if isinstance(parsed, dict) else None
+    if _is_pair(verdict) and verdict[0].strip().lower() == "same":
+        return corrected
+    if _is_pair(verdict) and verdict[0].strip().lower() == "different":
+        fix = verdict[1].strip()
+        if _same_tokens(fix, text):
+            return fix
+    log.warning("meaning check malformed or broke reference tokens; keeping %r", text)
+    return text
 
 
 def correct_records(

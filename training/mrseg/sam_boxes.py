@@ -84,7 +84,7 @@ def box_segmenter(cfg: BuildConfig):
                     (k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.sam_config.items()
                 )
             ),
-            cfg.sam_checkpoint,
+            cfg.sam_weights(),
         )
         return segment_boxes(sam, image, boxes)
 

@@ -29,7 +29,7 @@ from .readers.label_maps import (
 )
 from .readers.reasonseg import read_reasonseg
 from .readers.refer import read_refer
-from .readers.visual_genome import read_visual_genome
+from .readers.visual_genome import read_visual_genome, visual_genome_split
 from .schema import ConversationRecord
 
 Reader = Callable[[Path, str, BadRecords], list[ImageEntry]]
@@ -37,7 +37,8 @@ Generator = Callable[[ImageEntry, np.random.Generator, BuildConfig, str], list[C
 
 
 def attributes_path(root: Path, split: str) -> Path:
-    """Where the ``describe`` step writes the GPT-4 descriptions: ``{ann_id: text}``."""
+    """Where the ``describe`` step writes the GPT-4 descriptions:
+    ``{ann_id: {"description": ..., "class_name": ...}}`` (Table A2's pair)."""
     return root / f"attributes_{split}2017.json"
 
 
@@ -50,12 +51,15 @@ def read_attributes_coco(root: Path, split: str, bad: BadRecords) -> list[ImageE
         )
     descriptions = load_json(path)
     if not isinstance(descriptions, dict):
-        raise SourceError(path, "expected {annotation id: description}")
+        raise SourceError(path, "expected {annotation id: {description, class_name}}")
     entries = read_coco_instances(root, split, bad)
     for entry in entries:
         for inst in entry.instances:
-            text = descriptions.get(str(inst.ann_id))
-            inst.captions = [text] if isinstance(text, str) and text.strip() else []
+            item = descriptions.get(str(inst.ann_id))
+            text = item.get("description") if isinstance(item, dict) else None
+            inst.captions = [text.strip()] if isinstance(text, str) and text.strip() else []
+            if item is not None and not inst.captions:
+                bad.report(SourceError(path, "expected {description, class_name}", inst.ann_id))
     return entries
 
 
@@ -74,6 +78,10 @@ class Source:
     generate: Generator
     expand: Callable[[ImageEntry], ImageEntry] | None = None
     """Worker-side decoding of label maps into instances (before ``generate``)."""
+    split_of: Callable[[ImageEntry, BuildConfig], str] | None = None
+    """For a source without official splits: the split an image belongs to."""
+    needs_sam: bool = False
+    """Masks come from SAM: the build checks the checkpoint before reading anything."""
 
 
 SOURCES: dict[str, Source] = {
@@ -85,7 +93,13 @@ SOURCES: dict[str, Source] = {
         Source("lvis", read_lvis, positional),
         Source("paco_lvis", read_paco, hierarchical),
         Source("pascal_part", read_pascal_part, hierarchical, expand_pascal_part),
-        Source("visual_genome", read_visual_genome, _interactional),
+        Source(
+            "visual_genome",
+            read_visual_genome,
+            _interactional,
+            split_of=visual_genome_split,
+            needs_sam=True,
+        ),
         Source("mrseg_hard", partial(read_refer, dataset="mrseg_hard"), hard),
         Source("ade20k", read_ade20k, semantic, expand_semantic),
         Source("cocostuff", read_cocostuff, semantic, expand_semantic),

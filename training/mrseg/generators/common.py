@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from segllm_ros.engine.references import format_reference
+
 from ..config import BuildConfig
 from ..entries import ImageEntry, Instance, segmentation_to_mask
 from ..schema import ConversationRecord, RoundRecord, encode_mask
-
-INSTANCE_REF = "<instance {k}>"
-OUTPUT_REF = "<the output of round {k}>"
 
 
 def image_rng(seed: int, source: str, image_id: object) -> np.random.Generator:
@@ -37,10 +36,11 @@ def definite(caption: str) -> str:
 
 def ref_name(k: int, caption: str, rng: np.random.Generator, cfg: BuildConfig) -> str:
     """How a query names round ``k``'s output: its caption with ``caption_ref_prob``,
-    otherwise ``<instance k>`` or ``<the output of round k>`` with equal chance."""
+    otherwise ``<instance k>`` or ``<the output of round k>`` with equal chance (the engine's
+    ``REFERENCE_FORMS``, so the generator writes exactly what the node parses)."""
     if rng.random() < cfg.caption_ref_prob:
         return definite(caption)
-    return (INSTANCE_REF if rng.random() < 0.5 else OUTPUT_REF).format(k=k)
+    return format_reference(k, "instance" if rng.random() < 0.5 else "output")
 
 
 def sample(rng: np.random.Generator, items: list, n: int) -> list:

@@ -1,14 +1,15 @@
 """Positional conversations (RefCOCO/+/g, LVIS).
 
-Rules (SegLLM appendix): 2-18 annotations of one image, one round each, in random order.
-Round 1 queries its object directly; every later round queries its object itself with
-probability ``self_query_prob`` (1/3), otherwise relates it to a random earlier round's output:
-"the <class> <relation> <name of round k>", the relation from
-:func:`segllm_training.relations.positional_relation` on the two boxes (with
-``same_instance_prob`` the round re-targets round k's own object: "the same as").
-RefCOCO rounds use the refs' expressions as captions, and only referred objects are targets.
-LVIS uses only classes with one or two instances in the image that are not COCO classes; with
-two, a location word ("on the left", "at the top") tells them apart.
+Rules (SegLLM appendix): 2-18 annotations of one image, one round each, in random order. For
+RefCOCO/+/g an annotation is one referring expression, so an object with several expressions
+can be asked about several times; for LVIS it is one instance. Round 1 queries its object
+directly; every later round queries its object itself with probability ``self_query_prob``
+(1/3), otherwise relates it to a random earlier round's output: "the <class> <relation> <name
+of round k>", the relation from :func:`segllm_training.relations.positional_relation` on the
+two boxes (edges and centres, overlap from ``overlap_min``), "the same as" when both rounds'
+expressions refer to one object (RefCOCO only: LVIS has one annotation per instance).
+LVIS uses only classes with one or two instances in the image (its reader drops the COCO
+classes); with two, a location word ("on the left", "at the top") tells them apart.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import numpy as np
 from ...relations import positional_relation
 from ..config import BuildConfig
 from ..entries import ImageEntry, Instance
-from ..readers.coco import COCO_CLASSES
 from ..schema import ConversationRecord, RoundRecord
 from .common import Target, definite, record, ref_name, round_for, sample_some, targets
 
@@ -47,8 +47,8 @@ def lvis_candidates(entry: ImageEntry) -> set:
     for inst in entry.instances:
         by_class[inst.category].append(inst)
     keep = set()
-    for name, insts in by_class.items():
-        if name.replace(" ", "_") in COCO_CLASSES or len(insts) > 2:
+    for insts in by_class.values():
+        if len(insts) > 2:
             continue
         if len(insts) == 2:
             for inst, caption in zip(insts, _location_captions(insts), strict=True):
@@ -57,33 +57,42 @@ def lvis_candidates(entry: ImageEntry) -> set:
     return keep
 
 
+def annotations(entry: ImageEntry, cfg: BuildConfig, source: str) -> list[tuple[Target, str]]:
+    """The (target, caption) pairs a conversation samples from: one per referring expression
+    (RefCOCO/+/g), one per usable instance (LVIS)."""
+    if source == "lvis":
+        allowed = lvis_candidates(entry)
+        return [
+            (t, t.inst.captions[0] if t.inst.captions else t.inst.category)
+            for t in targets(entry, cfg, lambda i: i.ann_id in allowed)
+        ]
+    return [
+        (t, expression)
+        for t in targets(entry, cfg, lambda i: bool(i.captions))
+        for expression in t.inst.captions
+    ]
+
+
 def positional(
     entry: ImageEntry, rng: np.random.Generator, cfg: BuildConfig, source: str
 ) -> list[ConversationRecord]:
-    if source == "lvis":
-        allowed = lvis_candidates(entry)
-        cands = targets(entry, cfg, lambda i: i.ann_id in allowed)
-    else:
-        cands = targets(entry, cfg, lambda i: bool(i.captions))
+    cands = annotations(entry, cfg, source)
     if len(cands) < cfg.positional_min:
         return []
-    chosen: list[Target] = sample_some(rng, cands, cfg.positional_min, cfg.positional_max)
+    chosen = sample_some(rng, cands, cfg.positional_min, cfg.positional_max)
     rounds: list[RoundRecord] = []
-    captions: list[str] = []
-    for t, target in enumerate(chosen):
-        caption = target.inst.caption(rng)
+    for t, (target, caption) in enumerate(chosen):
         if t == 0 or rng.random() < cfg.self_query_prob:
             rounds.append(round_for(target, definite(caption), caption))
-        else:
-            k = int(rng.integers(1, t + 1))
-            same = rng.random() < cfg.same_instance_prob
-            if same:
-                target, caption = chosen[k - 1], captions[k - 1]
-            relation = positional_relation(target.box, chosen[k - 1].box, same_instance=same)
-            query = (
-                f"the {target.inst.category} {relation} {ref_name(k, captions[k - 1], rng, cfg)}"
-            )
-            rounds.append(round_for(target, query, caption, [k]))
-        chosen[t] = target
-        captions.append(caption)
+            continue
+        k = int(rng.integers(1, t + 1))
+        earlier, earlier_caption = chosen[k - 1]
+        relation = positional_relation(
+            target.box,
+            earlier.box,
+            same_instance=target.inst.ann_id == earlier.inst.ann_id,
+            min_overlap=cfg.overlap_min,
+        )
+        query = f"the {target.inst.category} {relation} {ref_name(k, earlier_caption, rng, cfg)}"
+        rounds.append(round_for(target, query, caption, [k]))
     return [record(source, entry, 0, rounds)]

@@ -6,10 +6,12 @@ single-round conversations, "[encode X] segment the other <class>" -> Y and the 
 the round's ``input_mask`` and its place in the query is ``INPUT_MASK_TOKEN``. Training uses
 :data:`HARD_TRAIN_TEMPLATES` (10), validation and test :data:`HARD_EVAL_TEMPLATES` (5), so
 evaluation wording is never seen in training.
-Semantic: up to ``semantic_max_classes`` classes present in the label map, one round each.
-Reasoning: one conversation per image with one of its texts (a sentence is used as it is).
-Attributes: up to ``attributes_max_instances`` COCO instances named by their GPT-4
-description (the ``describe`` step), one round each.
+Semantic: ``semantic_max_classes`` (3) classes present in the label map (fewer when fewer
+are present), one single-round conversation each.
+Reasoning: on train one conversation per (image, text), so every instruction is trained on;
+on val/test one per image with one of its texts. A sentence is used as it is.
+Attributes: 1 to ``attributes_max_instances`` COCO instances, each a single-round
+conversation naming it by its GPT-4 description (the ``describe`` step).
 """
 
 from __future__ import annotations
@@ -86,10 +88,18 @@ def reasoning(
     if mask.sum() < cfg.min_area:
         return []
     target = Target(entry.instances[0], encode_mask(mask))
-    text = entry.texts[int(rng.integers(len(entry.texts)))]
-    caption = "the target" if entry.is_sentence else text
-    query = text if entry.is_sentence else definite(text)
-    return [record(source, entry, 0, [round_for(target, query, caption)])]
+    if entry.split == "train":
+        texts = entry.texts
+    else:
+        texts = [entry.texts[int(rng.integers(len(entry.texts)))]]
+    records = []
+    for c, text in enumerate(texts):
+        if entry.is_sentence:
+            rnd = round_for(target, text, "the target")
+        else:
+            rnd = round_for(target, definite(text), text)
+        records.append(record(source, entry, c, [rnd]))
+    return records
 
 
 def attributes(
@@ -98,8 +108,8 @@ def attributes(
     cands = targets(entry, cfg, lambda i: bool(i.captions))
     if not cands:
         return []
-    rounds = []
-    for t in sample_some(rng, cands, 1, cfg.attributes_max_instances):
+    records = []
+    for c, t in enumerate(sample_some(rng, cands, 1, cfg.attributes_max_instances)):
         caption = t.inst.caption(rng)
-        rounds.append(round_for(t, definite(caption), caption))
-    return [record(source, entry, 0, rounds)]
+        records.append(record(source, entry, c, [round_for(t, definite(caption), caption)]))
+    return records

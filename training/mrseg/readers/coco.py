@@ -11,6 +11,8 @@ point to themselves).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,96 +26,113 @@ from ..entries import (
     xywh_to_xyxy,
 )
 
-COCO_CLASSES: frozenset[str] = frozenset(
-    [
-        "person",
-        "bicycle",
-        "car",
-        "motorcycle",
-        "airplane",
-        "bus",
-        "train",
-        "truck",
-        "boat",
-        "traffic_light",
-        "fire_hydrant",
-        "stop_sign",
-        "parking_meter",
-        "bench",
-        "bird",
-        "cat",
-        "dog",
-        "horse",
-        "sheep",
-        "cow",
-        "elephant",
-        "bear",
-        "zebra",
-        "giraffe",
-        "backpack",
-        "umbrella",
-        "handbag",
-        "tie",
-        "suitcase",
-        "frisbee",
-        "skis",
-        "snowboard",
-        "sports_ball",
-        "kite",
-        "baseball_bat",
-        "baseball_glove",
-        "skateboard",
-        "surfboard",
-        "tennis_racket",
-        "bottle",
-        "wine_glass",
-        "cup",
-        "fork",
-        "knife",
-        "spoon",
-        "bowl",
-        "banana",
-        "apple",
-        "sandwich",
-        "orange",
-        "broccoli",
-        "carrot",
-        "hot_dog",
-        "pizza",
-        "donut",
-        "cake",
-        "chair",
-        "couch",
-        "potted_plant",
-        "bed",
-        "dining_table",
-        "toilet",
-        "tv",
-        "laptop",
-        "mouse",
-        "remote",
-        "keyboard",
-        "cell_phone",
-        "microwave",
-        "oven",
-        "toaster",
-        "sink",
-        "refrigerator",
-        "book",
-        "clock",
-        "vase",
-        "scissors",
-        "teddy_bear",
-        "hair_drier",
-        "toothbrush",
-    ]
-)
-"""The 80 COCO thing classes, spaces as underscores (LVIS spelling), for the LVIS rule."""
+COCO_SYNSETS: dict[str, str] = {
+    "person": "person.n.01",
+    "bicycle": "bicycle.n.01",
+    "car": "car.n.01",
+    "motorcycle": "motorcycle.n.01",
+    "airplane": "airplane.n.01",
+    "bus": "bus.n.01",
+    "train": "train.n.01",
+    "truck": "truck.n.01",
+    "boat": "boat.n.01",
+    "traffic_light": "traffic_light.n.01",
+    "fire_hydrant": "fireplug.n.01",
+    "stop_sign": "stop_sign.n.01",
+    "parking_meter": "parking_meter.n.01",
+    "bench": "bench.n.01",
+    "bird": "bird.n.01",
+    "cat": "cat.n.01",
+    "dog": "dog.n.01",
+    "horse": "horse.n.01",
+    "sheep": "sheep.n.01",
+    "cow": "beef.n.01",
+    "elephant": "elephant.n.01",
+    "bear": "bear.n.01",
+    "zebra": "zebra.n.01",
+    "giraffe": "giraffe.n.01",
+    "backpack": "backpack.n.01",
+    "umbrella": "umbrella.n.01",
+    "handbag": "bag.n.04",
+    "tie": "necktie.n.01",
+    "suitcase": "bag.n.06",
+    "frisbee": "frisbee.n.01",
+    "skis": "ski.n.01",
+    "snowboard": "snowboard.n.01",
+    "sports_ball": "ball.n.06",
+    "kite": "kite.n.03",
+    "baseball_bat": "baseball_bat.n.01",
+    "baseball_glove": "baseball_glove.n.01",
+    "skateboard": "skateboard.n.01",
+    "surfboard": "surfboard.n.01",
+    "tennis_racket": "tennis_racket.n.01",
+    "bottle": "bottle.n.01",
+    "wine_glass": "wineglass.n.01",
+    "cup": "cup.n.01",
+    "fork": "fork.n.01",
+    "knife": "knife.n.01",
+    "spoon": "spoon.n.01",
+    "bowl": "bowl.n.03",
+    "banana": "banana.n.02",
+    "apple": "apple.n.01",
+    "sandwich": "sandwich.n.01",
+    "orange": "orange.n.01",
+    "broccoli": "broccoli.n.01",
+    "carrot": "carrot.n.01",
+    "hot_dog": "frank.n.02",
+    "pizza": "pizza.n.01",
+    "donut": "doughnut.n.02",
+    "cake": "cake.n.03",
+    "chair": "chair.n.01",
+    "couch": "sofa.n.01",
+    "potted_plant": "pot.n.04",
+    "bed": "bed.n.01",
+    "dining_table": "dining_table.n.01",
+    "toilet": "toilet.n.02",
+    "tv": "television_receiver.n.01",
+    "laptop": "laptop.n.01",
+    "mouse": "mouse.n.04",
+    "remote": "remote_control.n.01",
+    "keyboard": "computer_keyboard.n.01",
+    "cell_phone": "cellular_telephone.n.01",
+    "microwave": "microwave.n.02",
+    "oven": "oven.n.01",
+    "toaster": "toaster.n.02",
+    "sink": "sink.n.01",
+    "refrigerator": "electric_refrigerator.n.01",
+    "book": "book.n.01",
+    "clock": "clock.n.01",
+    "vase": "vase.n.01",
+    "scissors": "scissors.n.01",
+    "teddy_bear": "teddy.n.01",
+    "hair_drier": "hand_blower.n.01",
+    "toothbrush": "toothbrush.n.01",
+}
+"""The 80 COCO thing classes (spaces as underscores) -> their WordNet synset, the official
+LVIS<->COCO mapping (lvis-api ``data/coco_to_synset.json``); LVIS categories carry ``synset``."""
+_COCO_SYNSET_SET = frozenset(COCO_SYNSETS.values())
+
+
+_QUALIFIER = re.compile(r"_?\([^()]*\)")
+"""LVIS's sense qualifier: ``car_(automobile)``, ``mouse_(computer_equipment)``."""
 
 
 def readable(name: str) -> str:
-    """LVIS/PACO category names use underscores and ``object:part``; queries use words."""
-    return name.split(":")[-1].replace("_", " ").strip()
+    """LVIS/PACO category names use underscores, a sense qualifier and ``object:part``;
+    queries use the words: ``car_(automobile)`` -> ``car``."""
+    return _QUALIFIER.sub("", name.split(":")[-1]).replace("_", " ").strip()
+
+
+def is_coco_class(category: dict) -> bool:
+    """Whether an LVIS category is one of the 80 COCO classes: its ``synset`` is a COCO
+    class's (the official mapping), or its name or one of its ``synonyms``, without the sense
+    qualifier, is a COCO class name (``sofa`` -> ``couch``, ``car_(automobile)`` -> ``car``)."""
+    if category.get("synset") in _COCO_SYNSET_SET:
+        return True
+    names = [category["name"], *(category.get("synonyms") or [])]
+    return any(
+        readable(str(n)).lower().replace(" ", "_") in COCO_SYNSETS for n in names
+    )
 
 
 def _file_name(image: dict) -> str:
@@ -123,8 +142,11 @@ def _file_name(image: dict) -> str:
     return "/".join(str(image["coco_url"]).split("/")[-2:])
 
 
-def read_coco(path: Path, split: str, bad: BadRecords) -> tuple[dict[Any, ImageEntry], dict]:
-    """Images (with their instances) and categories of one COCO-style file."""
+def read_coco(
+    path: Path, split: str, bad: BadRecords, skip: Callable[[dict], bool] | None = None
+) -> tuple[dict[Any, ImageEntry], dict]:
+    """Images (with their instances) and categories of one COCO-style file; annotations of a
+    category for which ``skip(category)`` is true are validated, then left out."""
     data = load_json(path)
     if not isinstance(data, dict):
         raise SourceError(path, "top level must be an object with images/annotations/categories")
@@ -177,8 +199,8 @@ def read_coco(path: Path, split: str, bad: BadRecords) -> tuple[dict[Any, ImageE
         except SourceError as exc:
             bad.report(exc)
             continue
-        if ann.get("iscrowd", 0):
-            continue  # crowd regions are not single objects
+        if ann.get("iscrowd", 0) or (skip is not None and skip(categories[ann["category_id"]])):
+            continue  # crowd regions are not single objects; skipped classes not wanted
         name = categories[ann["category_id"]]["name"]
         obj = ann.get("obj_ann_id", ann["id"])
         images[ann["image_id"]].instances.append(
@@ -194,8 +216,10 @@ def read_coco(path: Path, split: str, bad: BadRecords) -> tuple[dict[Any, ImageE
 
 
 def read_lvis(root: Path, split: str, bad: BadRecords) -> list[ImageEntry]:
-    """``lvis_v1_{split}.json`` (LVIS v1 has train and val)."""
-    images, _ = read_coco(root / f"lvis_v1_{split}.json", split, bad)
+    """``lvis_v1_{split}.json`` (LVIS v1 has train and val). MRSeg takes only LVIS's non-COCO
+    classes (RefCOCO covers those), so COCO-class annotations are dropped here, where the
+    category's synset and synonyms are known (:func:`is_coco_class`)."""
+    images, _ = read_coco(root / f"lvis_v1_{split}.json", split, bad, skip=is_coco_class)
     return list(images.values())
 
 

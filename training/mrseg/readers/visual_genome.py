@@ -6,14 +6,18 @@
 ``relationships.json``: ``[{"image_id", "relationships": [{"relationship_id", "predicate",
 "subject": {object}, "object": {object}}]}]`` where the embedded objects repeat the box and
 ``name`` or ``names``. Boxes only: masks come from a box-prompted SAM at generation time.
-Visual Genome defines no splits; everything is ``train``.
+Visual Genome defines no splits; MRSeg has train and val (Table A1: 10,524 val images), so
+:func:`visual_genome_split` assigns each image by a hash of its id: the same for every build,
+machine and worker count, and train and val never share an image.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+from ..config import BuildConfig
 from ..entries import (
     BadRecords,
     ImageEntry,
@@ -47,10 +51,22 @@ def _list_file(path: Path) -> list:
     return data
 
 
+SPLITS = ("train", "val")
+
+
+def visual_genome_split(entry: ImageEntry, cfg: BuildConfig) -> str:
+    """``val`` for ``cfg.visual_genome_val_share`` of the images (by a SHA-256 of the image
+    id, uniform in [0, 1)), ``train`` for the rest."""
+    digest = hashlib.sha256(f"visual_genome|{entry.image_id}".encode()).digest()
+    share = int.from_bytes(digest[:8], "little") / 2**64
+    return "val" if share < cfg.visual_genome_val_share else "train"
+
+
 def read_visual_genome(root: Path, split: str, bad: BadRecords) -> list[ImageEntry]:
-    """Images that have at least one relationship, with the objects those relationships use."""
-    if split != "train":
-        raise SourceError(root, f"Visual Genome has only a 'train' split, not {split!r}")
+    """Images that have at least one relationship, with the objects those relationships use
+    (all of them: the build keeps the split's share, :func:`visual_genome_split`)."""
+    if split not in SPLITS:
+        raise SourceError(root, f"Visual Genome has splits {SPLITS}, not {split!r}")
     image_path = root / "image_data.json"
     images: dict[Any, ImageEntry] = {}
     for i, img in enumerate(_list_file(image_path)):
