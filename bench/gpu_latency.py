@@ -129,7 +129,7 @@ def build_model(config_path: Path, device: torch.device, tiny: bool) -> SegLLMMo
             data[key] = {**data[key], **value}
         config = SegLLMConfig.from_dict(data)
     with torch.device(device):  # words outside the demo vocabulary still count one token each
-        model = SegLLMModel(config, demo_tokenizer(config, TabletopConfig()))
+        model = SegLLMModel.build(config, demo_tokenizer(config, TabletopConfig()))
     model.to(device)  # buffers made by legacy constructors (SAM's pixel_mean) ignore the context
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     return model.to_precision(dtype).eval()

@@ -68,12 +68,12 @@ from segllm_ros.engine.engine import (  # noqa: E402
     EngineConfig,
     RoundResult,
     SegLLMEngine,
-    load_runtime,
 )
 from segllm_ros.engine.history import Frame  # noqa: E402
 from segllm_ros.model.segllm import WEIGHTS_NAME  # noqa: E402
 from segllm_ros.paths import default_model_path  # noqa: E402
 from segllm_ros.runtime.manifest import DeploymentError, file_sha256  # noqa: E402
+from segllm_ros.runtime.registry import load_runtime  # noqa: E402
 from segllm_training.relations import ABOVE, BELOW, LEFT, RIGHT  # noqa: E402
 from segllm_training.tabletop import TabletopConfig, generate_scene  # noqa: E402
 

@@ -100,7 +100,7 @@ def build(tiny: bool, device: torch.device, lora_rank: int) -> SegLLMModel:
     torch.set_default_dtype(torch.bfloat16)  # frozen weights are bf16 in the real recipe
     try:
         with device:
-            model = SegLLMModel(cfg, build_word_tokenizer(WORDS))
+            model = SegLLMModel.build(cfg, build_word_tokenizer(WORDS))
     finally:
         torch.set_default_dtype(previous)
     model.to(device)          # segment-anything makes its pixel mean/std outside the context

@@ -28,7 +28,7 @@ def tiny_model(seed: int = 0, **overrides) -> SegLLMModel:
     """The demo architecture with random weights (seeded)."""
     torch.manual_seed(seed)
     cfg = demo_config(**overrides)
-    return SegLLMModel(cfg, demo_tokenizer(cfg, TabletopConfig()))
+    return SegLLMModel.build(cfg, demo_tokenizer(cfg, TabletopConfig()))
 
 
 def random_image(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:

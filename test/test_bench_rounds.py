@@ -29,7 +29,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained model with the demo architecture, built like ``train_demo`` builds it."""
     model_cfg, train_cfg = load_experiment(ROOT / "config" / "demo_model.yaml")
     torch.manual_seed(0)
-    model = SegLLMModel(model_cfg, demo_tokenizer(model_cfg, train_cfg.tabletop))
+    model = SegLLMModel.build(model_cfg, demo_tokenizer(model_cfg, train_cfg.tabletop))
     path = tmp_path_factory.mktemp("tiny_model")
     model.save_pretrained(path)
     return path

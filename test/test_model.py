@@ -10,6 +10,7 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForCon
 
 from segllm_ros.model.builders import from_llava, load_sam_checkpoint
 from segllm_ros.model.config import SamConfig, SegLLMConfig
+from segllm_ros.model.processing import encode_frame, reference_tokens
 from segllm_ros.model.sam import build_sam
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.batch import Sample, SampleRound, collate
@@ -28,17 +29,17 @@ def test_config_round_trip(tmp_path):
 
 def test_frame_features_and_reference_token_shapes():
     model = tiny_model().eval()
-    feats = model.encode_frame(random_image(96, 128))
+    feats = encode_frame(model, random_image(96, 128))
     hidden = model.llm.get_input_embeddings().embedding_dim
     assert feats.image_tokens.shape == (model.num_image_tokens, hidden)
     emb = model.config.sam.embedding_size
     assert feats.sam_embedding.shape == (1, model.config.sam.prompt_embed_dim, emb, emb)
     masks = torch.zeros(3, 96, 128, dtype=torch.bool)
     masks[:, 10:40, 20:60] = True
-    assert model.reference_tokens(feats.image, masks).shape == (6, hidden)
-    prompts = torch.randn(2, model.config.num_prompt_tokens, model.config.sam.prompt_embed_dim)
-    low, iou = model.decode_masks(feats.sam_embedding, prompts, None)
-    assert low.shape == (2, 1, 4 * emb, 4 * emb) and iou.shape == (2, 1)
+    assert reference_tokens(model, feats.image, masks).shape == (6, hidden)
+    low, iou = model.decode_from_seg(feats.sam_embedding, torch.randn(1, hidden),
+                                     torch.randn(1, hidden), None)
+    assert low.shape == (1, 1, 4 * emb, 4 * emb) and iou.shape == (1, 1)
 
 
 def test_gradients_reach_trainable_parts_only():
@@ -63,7 +64,7 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = SegLLMModel.from_pretrained(tmp_path)
     image = random_image(seed=4)
-    a, b = model.encode_frame(image), loaded.encode_frame(image)
+    a, b = encode_frame(model, image), encode_frame(loaded, image)
     assert torch.equal(a.image_tokens, b.image_tokens)
     assert torch.equal(a.sam_embedding, b.sam_embedding)
     for (name, p), (_, q) in zip(model.state_dict().items(), loaded.state_dict().items(),
@@ -76,14 +77,14 @@ def test_grown_checkpoint_computes_what_it_did_then_learns_in_its_new_blocks(tmp
     small = demo_config()
     small.sam.cnn_context_layers = 0
     torch.manual_seed(5)
-    model = SegLLMModel(small, demo_tokenizer(small, TabletopConfig())).eval()
+    model = SegLLMModel.build(small, demo_tokenizer(small, TabletopConfig())).eval()
     model.save_pretrained(tmp_path)
     big = demo_config()
     big.sam.cnn_context_layers = 2
     grown = SegLLMModel.grown_from(tmp_path, big)
     assert len(grown.sam.image_encoder.context) == 2
     image = random_image(seed=6)
-    a, b = model.encode_frame(image), grown.encode_frame(image)
+    a, b = encode_frame(model, image), encode_frame(grown, image)
     assert torch.equal(a.image_tokens, b.image_tokens)
     assert torch.equal(a.sam_embedding, b.sam_embedding)  # new blocks start as the identity
     samples = [to_sample(c) for c in generate_dataset(3, 2)]
@@ -145,7 +146,7 @@ def test_llava_and_sam_builders_copy_every_weight(tmp_path):
         assert torch.equal(model.sam.state_dict()[name], p), name
     assert model.config.vision_feature_layer == -2
     # the built model runs a frame end to end
-    feats = model.encode_frame(random_image(40, 50))
+    feats = encode_frame(model, random_image(40, 50))
     assert feats.sam_embedding.shape == (1, 32, 4, 4)
 
 

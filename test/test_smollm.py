@@ -30,7 +30,7 @@ def smollm_segllm():
                          system_prompt="A chat between a curious user and an artificial "
                                        "intelligence assistant.")
     torch.manual_seed(0)
-    model = SegLLMModel(config, tokenizer).eval()
+    model = SegLLMModel.build(config, tokenizer).eval()
     # The vision side is untrained here: its random image tokens would read to the real LLM as
     # 16 nonsense words. Zero them (a trained projector replaces this) so the test measures
     # the LLM path; reference tokens and the seg head stay random.

@@ -1,4 +1,5 @@
-"""Conversations -> model tensors, shared by every trainer and by evaluation.
+"""Conversations -> model tensors (``segllm_ros.model.batch.Batch``, the input of
+``SegLLMModel.forward``), shared by every trainer and by evaluation.
 
 A conversation is an image plus rounds (query, referenced earlier rounds, target mask). The
 whole conversation is one LLM sequence (teacher forcing); every round's ``<seg>`` position is
@@ -13,9 +14,8 @@ import numpy as np
 import torch
 
 from segllm_ros.model import transforms as T
+from segllm_ros.model.batch import IGNORE_INDEX, Batch
 from segllm_ros.model.template import tokenize_round
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -40,30 +40,6 @@ class Sample:
     mask_rounds: list[int] | None = None   # 0-based rounds with a mask loss (None = all)
     ref_keep: list[bool] | None = None     # reference-token dropout draw per reference, in
     #                                        sequence order (None = the model draws)
-
-
-@dataclass
-class Batch:
-    images: list[torch.Tensor]     # per conversation (3, H, W) 0..255; sizes may differ
-    input_ids: torch.Tensor        # (B, L)
-    attention_mask: torch.Tensor   # (B, L)
-    labels: torch.Tensor           # (B, L) answer tokens, IGNORE_INDEX elsewhere
-    seg_batch: torch.Tensor        # (R,) image index of each round
-    seg_pos: torch.Tensor          # (R,) position of each round's <seg>
-    turn_pool: torch.Tensor        # (R, L) averaging weights over each round's query tokens
-    ref_masks: list[torch.Tensor]  # per image: (refs in sequence order, H, W) bool
-    targets: torch.Tensor          # (R, S, S) target masks in SAM input space
-    dense_ref: torch.Tensor        # (R, S, S) union of referenced masks, SAM input space
-    first_ref: torch.Tensor        # (R, S, S) first referenced mask (mask-aware decoding)
-    has_ref: torch.Tensor          # (R,) bool
-    mask_weight: torch.Tensor      # (R,) bool: round gets a mask loss
-    ref_keep: list[torch.Tensor] | None = None  # per image: (refs,) bool, None = model draws
-
-    def to(self, device: torch.device | str) -> Batch:
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else
-                     [t.to(device) for t in v] if isinstance(v, list) else v)
-                 for k, v in self.__dict__.items()}
-        return Batch(**moved)
 
 
 def collate(samples: list[Sample], model) -> Batch:

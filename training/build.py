@@ -92,7 +92,7 @@ def build_model(src: ModelSource, vocabulary: Iterable[str] = ()) -> SegLLMModel
         model = from_llava(src.llava, src.sam_checkpoint, sam, **src.overrides)
     else:
         cfg = SegLLMConfig.from_dict({**src.config, **src.overrides})
-        model = SegLLMModel(cfg, word_tokenizer(cfg, vocabulary))
+        model = SegLLMModel.build(cfg, word_tokenizer(cfg, vocabulary))
     return model.train()
 
 

@@ -38,12 +38,13 @@ import torch
 import torch.nn.functional as F
 
 from segllm_ros.engine.engine import SegLLMEngine
+from segllm_ros.model.losses import batch_iou
+from segllm_ros.model.processing import sam_embedding
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.model.transforms import to_tensor
 from segllm_training.batch import Sample, SampleRound, collate
 from segllm_training.data import tabletop_item
 from segllm_training.evaluate import run_conversation
-from segllm_training.losses import batch_iou, predict_batch, prompt_pass
 from segllm_training.tabletop import COLORS, SHAPES, Scene, TabletopConfig, generate_scene
 from segllm_training.tabletop_eval import held_out
 from segllm_training.train_demo import to_sample
@@ -89,7 +90,7 @@ def round_kinds(model: SegLLMModel, n: int = 50, batch_size: int = 10) -> dict:
     for start in range(0, len(convs), batch_size):
         chunk = convs[start:start + batch_size]
         batch = collate([to_sample(c) for c in chunk], model)
-        scores = batch_iou(predict_batch(model, batch).target_logits, batch.targets).tolist()
+        scores = batch_iou(model(batch).masks, batch.targets).tolist()
         rounds = [(c.scene, r) for c in chunk for r in c.rounds]
         for (scene, rnd), iou in zip(rounds, scores, strict=True):
             twin = ", twin" if scene.twin_of(rnd.target) is not None else ""
@@ -104,7 +105,7 @@ def shape_features(model: SegLLMModel, scenes: list[Scene]) -> tuple[np.ndarray,
     """Per object: (centre-cell embedding, object-mean embedding, shape index, colour index)."""
     centre, mean, shape, colour = [], [], [], []
     for scene in scenes:
-        emb = model.sam_embedding([to_tensor(scene.image)])[0]
+        emb = sam_embedding(model, [to_tensor(scene.image)])[0]
         grid = emb.shape[-1]
         for obj in scene.objects:
             cells = F.adaptive_avg_pool2d(torch.from_numpy(obj.mask).float()[None], grid)[0]
@@ -156,7 +157,7 @@ def prompt_attributes(model: SegLLMModel, n_scenes: int = 5) -> dict:
         empty = np.zeros(conv.scene.image.shape[:2], dtype=bool)
         samples = [Sample(conv.scene.image, [SampleRound(f"the {c} {s}", [], empty)])
                    for c in COLORS for s in SHAPES]
-        prompts = prompt_pass(model, collate(samples, model))[1][:, 0].flatten(1)
+        prompts = model(collate(samples, model)).prompts[:, 0].flatten(1)
         grid = (prompts - prompts.mean(0)).view(len(COLORS), len(SHAPES), -1)
         total = float(grid.pow(2).sum())
         shares["colour"].append(len(SHAPES) * float(grid.mean(1).pow(2).sum()) / total)

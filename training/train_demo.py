@@ -141,7 +141,7 @@ def train(model_cfg: SegLLMConfig, cfg: DemoTrainConfig, out: Path, progress: bo
         log = init / "train_log.json"
         history = json.loads(log.read_text()) if log.is_file() else []
     else:
-        model = SegLLMModel(model_cfg, demo_tokenizer(model_cfg, cfg.tabletop)).train()
+        model = SegLLMModel.build(model_cfg, demo_tokenizer(model_cfg, cfg.tabletop)).train()
     first_step = history[-1]["step"] + 1 if history else 0
     stage = history[-1].get("stage", 0) + 1 if history else 0
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,

@@ -16,7 +16,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -29,9 +28,11 @@ from segllm_ros.engine.references import DEFAULT_MAX_REFS, BadReferenceError, re
 from segllm_ros.engine.store import ConversationStore
 from segllm_ros.interface.mask_codec import mask_to_box
 from segllm_ros.model import transforms as T
-from segllm_ros.model.segllm import FrameFeatures, SegLLMModel
+from segllm_ros.model.processing import FrameFeatures
+from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.model.template import RoundTokens, tokenize_round
-from segllm_ros.runtime.base import BACKENDS, KVCache, Runtime
+from segllm_ros.runtime.base import KVCache, Runtime
+from segllm_ros.runtime.registry import load_runtime
 from segllm_ros.runtime.torch_runtime import TorchRuntime
 
 MODES = ("cached", "recompute")
@@ -413,33 +414,6 @@ class SegLLMEngine:
         if tuple(mask.shape) != hw:
             mask = torch.nn.functional.interpolate(mask[None, None].float(), size=hw)[0, 0] > 0.5
         return mask
-
-
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-"""Torch precisions; ONNX Runtime runs the export's precision (fp32), TensorRT builds fp32,
-fp16 or int8 engines (``segllm_ros.runtime.tensorrt.TRT_PRECISIONS``)."""
-
-
-def load_runtime(model_path: str, device: str = "cpu", backend: str = "torch",
-                 precision: str = "fp32", engine_dir: str = "") -> Runtime:
-    """The runtime for a checkpoint folder. ``engine_dir`` holds the ONNX export (default
-    ``<model_path>/onnx``) and, under ``engines/``, the TensorRT engine cache. Every file is
-    checked here, at configure time, never at the first frame."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    onnx_dir = engine_dir or str(Path(model_path) / "onnx")
-    if backend == "onnxruntime":
-        from segllm_ros.runtime.onnxruntime import load_onnxruntime
-
-        return load_onnxruntime(model_path, onnx_dir, device, precision)
-    if backend == "tensorrt":
-        from segllm_ros.runtime.tensorrt import load_tensorrt
-
-        return load_tensorrt(model_path, onnx_dir, precision, device)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    model = SegLLMModel.from_pretrained(model_path, device=device)
-    return TorchRuntime(model.to_precision(PRECISIONS[precision]))
 
 
 def load_engine(model_path: str, device: str = "cpu", backend: str = "torch",

@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from segllm_ros.model.segllm import SegLLMModel
+from segllm_ros.model.family import load_pretrained
 from segllm_ros.runtime.manifest import (
     GRAPHS,
     GraphSpec,
@@ -22,9 +22,10 @@ from segllm_ros.runtime.manifest import (
     checkpoint_sha256,
     file_sha256,
 )
+from segllm_ros.runtime.precision import torch_dtype
 
 OPSET = 17
-EXPORT_PRECISIONS = {"fp32": torch.float32}
+EXPORT_PRECISIONS = ("fp32",)
 """Graphs are exported in fp32; fp16/int8 are TensorRT build choices (``build_engines``)."""
 
 
@@ -47,7 +48,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = 
         raise ValueError(f"export precision must be one of {sorted(EXPORT_PRECISIONS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = SegLLMModel.from_pretrained(checkpoint).to(EXPORT_PRECISIONS[precision])
+    model = load_pretrained(checkpoint).to(torch_dtype(precision))
     specs: dict[str, GraphSpec] = {}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow

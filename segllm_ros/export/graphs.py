@@ -1,6 +1,6 @@
-"""The exported graphs: thin ``nn.Module`` wrappers over the model's network parts, each with
-example inputs and its dynamic axes. Preprocessing (resizes, crops) stays outside them, in
-torch code that every runtime shares (``segllm_ros.model.transforms``)."""
+"""The exported graphs: thin ``nn.Module`` wrappers over the model's graph methods (one
+each), with example inputs and dynamic axes. Preprocessing (resizes, crops) stays outside
+them, in torch code that every runtime shares (``segllm_ros.model.processing``)."""
 
 from __future__ import annotations
 
@@ -88,10 +88,10 @@ def graph_defs(model: SegLLMModel) -> dict[str, GraphDef]:
                                  ["crops", "boxes"], ["ref_tokens"],
                                  {"crops": {0: "refs"}, "boxes": {0: "refs"},
                                   "ref_tokens": {0: "refs"}}),
-        "sam_encoder": GraphDef(_Call(model, model.sam.image_encoder),
+        "sam_encoder": GraphDef(_Call(model, model.sam_encoder),
                                 (rand(1, 3, sam.image_size, sam.image_size),),
                                 ["pixels"], ["sam_embedding"], {}),
-        "token_embed": GraphDef(_Call(model, model.llm.get_input_embeddings()),
+        "token_embed": GraphDef(_Call(model, model.token_embeddings),
                                 (torch.zeros(1, seq, dtype=torch.long),),
                                 ["input_ids"], ["embeds"],
                                 {"input_ids": {1: "seq"}, "embeds": {1: "seq"}}),
@@ -102,7 +102,7 @@ def graph_defs(model: SegLLMModel) -> dict[str, GraphDef]:
                         {"inputs_embeds": {1: "seq"}, "hidden": {1: "seq"},
                          **{n: {2: "past"} for n in past_names},
                          **{n: {2: "total"} for n in present_names}}),
-        "lm_head": GraphDef(_Call(model, model.llm.get_output_embeddings()), (rand(1, hidden),),
+        "lm_head": GraphDef(_Call(model, model.lm_head), (rand(1, hidden),),
                             ["hidden"], ["logits"], {}),
         "mask_decoder": GraphDef(
             _Call(model, model.decode_from_seg),

@@ -54,7 +54,7 @@ def from_llava(llava_dir: str | Path, sam_checkpoint: str | Path | None = None,
     the LLM's input space. Seg head, box encoder and reference embedding start fresh.
     """
     llava = LlavaForConditionalGeneration.from_pretrained(llava_dir)
-    tokenizer = AutoTokenizer.from_pretrained(llava_dir)
+    tokenizer = AutoTokenizer.from_pretrained(llava_dir, trust_remote_code=False)
     inner = llava.model
     llm = AutoModelForCausalLM.from_config(llava.config.text_config)
     llm.get_decoder().load_state_dict(inner.language_model.state_dict())
@@ -63,7 +63,7 @@ def from_llava(llava_dir: str | Path, sam_checkpoint: str | Path | None = None,
                           vision_feature_layer=llava.config.vision_feature_layer,
                           llm={}, sam=sam or sam_config("vit_h"))
     config = dataclasses.replace(config, **overrides)
-    model = SegLLMModel(config, tokenizer, llm=llm, vision_tower=inner.vision_tower)
+    model = SegLLMModel.build(config, tokenizer, llm=llm, vision_tower=inner.vision_tower)
     model.projector.load_state_dict(inner.multi_modal_projector.state_dict())
     model.mask_projector.load_state_dict(inner.multi_modal_projector.state_dict())
     if sam_checkpoint is not None:

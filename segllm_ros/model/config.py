@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from segllm_ros.model.family import DEFAULT_FAMILY
+
 
 @dataclass
 class SamConfig:
@@ -55,6 +57,9 @@ class SegLLMConfig:
     ``{"pretrained": path, "gguf_file": ...}`` to load a causal LM from disk.
     """
 
+    # Model family (``segllm_ros.model.family.FAMILIES``): which code builds and loads it;
+    # checkpoints saved before families existed have no key and are this one.
+    family: str = DEFAULT_FAMILY
     vision: dict[str, Any] = field(default_factory=dict)
     vision_feature_layer: int = -2
     llm: dict[str, Any] = field(default_factory=dict)

@@ -9,7 +9,7 @@ SAM prompt/mask decoder; the mask encoder reuses the vision tower on masked crop
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,12 +24,15 @@ from transformers import (
     CLIPVisionModel,
 )
 
-from segllm_ros.model import transforms as T
+from segllm_ros.model import processing as P
+from segllm_ros.model.batch import IGNORE_INDEX, Batch
 from segllm_ros.model.config import SegLLMConfig
+from segllm_ros.model.family import CONFIG_NAME, DEFAULT_FAMILY
+from segllm_ros.model.losses import LossWeights, add_losses
+from segllm_ros.model.outputs import SegLLMOutput
 from segllm_ros.model.sam import build_sam
 
 WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 
 
 class Projector(nn.Module):
@@ -59,19 +62,6 @@ class SegHead(nn.Module):
         return self.mlp(h).view(h.shape[0], *self.shape)
 
 
-@dataclass
-class FrameFeatures:
-    """Per-frame work that every round on that frame reuses."""
-
-    image: torch.Tensor          # (3, H, W) float 0..255, for mask-encoder crops
-    image_tokens: torch.Tensor   # (N, llm_hidden)
-    sam_embedding: torch.Tensor  # (1, C, h, w)
-
-    @property
-    def hw(self) -> tuple[int, int]:
-        return int(self.image.shape[1]), int(self.image.shape[2])
-
-
 def architecture_dict(config, keep_model_type: bool = False) -> dict:
     """A Hugging Face config as the plain architecture dict ``SegLLMConfig`` stores: no
     provenance keys, no quantisation of the file it was read from (weights are saved
@@ -84,50 +74,59 @@ def architecture_dict(config, keep_model_type: bool = False) -> dict:
     return data
 
 
+PRETRAINED_KWARGS = ("gguf_file", "subfolder", "dtype", "attn_implementation")
+"""The only ``llm`` keys passed on to ``from_pretrained`` besides the path: a checkpoint is
+data, so nothing in it may switch on ``trust_remote_code`` (Python from the folder)."""
+
+
 def build_llm(spec: dict, tokenizer) -> nn.Module:
     """Any Hugging Face causal LM: from a config dict (sized to ``tokenizer`` unless the dict
-    says otherwise) or ``{"pretrained": path, ...}`` (e.g. ``gguf_file``)."""
+    says otherwise) or ``{"pretrained": path, ...}`` (``PRETRAINED_KWARGS``, e.g.
+    ``gguf_file``). Never runs code shipped with a checkpoint."""
     spec = dict(spec)
+    if "trust_remote_code" in spec:
+        raise ValueError("config.llm sets trust_remote_code: a checkpoint cannot run code; "
+                         "only transformers' own model classes load")
     if "pretrained" in spec:
         path = spec.pop("pretrained")
-        return AutoModelForCausalLM.from_pretrained(path, **spec)
+        refused = sorted(set(spec) - set(PRETRAINED_KWARGS))
+        if refused:
+            raise ValueError(f"config.llm keys {refused} are not passed to from_pretrained; "
+                             f"allowed: {list(PRETRAINED_KWARGS)}")
+        return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, **spec)
     spec.setdefault("vocab_size", len(tokenizer))
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         spec.setdefault(name, getattr(tokenizer, name))
     model_type = spec.pop("model_type", "llama")
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **spec))
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **spec),
+                                            trust_remote_code=False)
 
 
-def fill_placeholders(token_embeddings, input_ids: torch.Tensor,
-                      image_tokens: torch.Tensor | None, ref_tokens: torch.Tensor | None,
-                      image_token_id: int, ref_token_id: int) -> torch.Tensor:
-    """Token embeddings (``token_embeddings(ids)``: the LLM's table or its exported graph)
-    with the ``<image>`` and ``<ref>`` placeholders filled in order; shared by every runtime."""
-    is_image = input_ids == image_token_id
-    is_ref = input_ids == ref_token_id
-    embeds = token_embeddings(input_ids.masked_fill(is_image | is_ref, 0))
-    if is_image.any():
-        embeds = embeds.masked_scatter(is_image[..., None], image_tokens.to(embeds.dtype))
-    if is_ref.any():
-        embeds = embeds.masked_scatter(is_ref[..., None], ref_tokens.to(embeds.dtype))
-    return embeds
+def add_special_tokens(tokenizer, config: SegLLMConfig) -> None:
+    """Add the ``<image>``, ``<seg>`` and ``<ref>`` tokens ``tokenizer`` lacks (in place)."""
+    missing = [t for t in (config.image_token, config.seg_token, config.ref_token)
+               if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing},
+                                     replace_extra_special_tokens=False)
 
 
 class SegLLMModel(nn.Module):
-    def __init__(self, config: SegLLMConfig, tokenizer, llm: nn.Module | None = None,
-                 vision_tower: CLIPVisionModel | None = None) -> None:
+    """The parts of a SegLLM, assembled. Methods other than ``forward`` and persistence are
+    the exported graphs (``segllm_ros.export.graphs``), one each; what runs around them is in
+    ``processing``, shared with every runtime. Build a new model with ``build``."""
+
+    family = DEFAULT_FAMILY
+
+    def __init__(self, config: SegLLMConfig, tokenizer, llm: nn.Module,
+                 vision_tower: CLIPVisionModel) -> None:
+        """Assemble as given: ``tokenizer`` holds the special tokens and ``llm``'s embedding
+        table covers it (``build`` sees to both); the new parts get PyTorch's default init."""
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
-        self.vision_tower = vision_tower or CLIPVisionModel(CLIPVisionConfig(**config.vision))
-        self.llm = llm if llm is not None else build_llm(config.llm, tokenizer)
-        missing = [t for t in (config.image_token, config.seg_token, config.ref_token)
-                   if t not in tokenizer.get_vocab()]
-        if missing:
-            tokenizer.add_special_tokens({"additional_special_tokens": missing},
-                                         replace_extra_special_tokens=False)
-        if self.llm.get_input_embeddings().num_embeddings < len(tokenizer):
-            self.llm.resize_token_embeddings(len(tokenizer))
+        self.vision_tower = vision_tower
+        self.llm = llm
         # transformers 5.x names the KV cache argument ``cache``; 4.x ``past_key_values``.
         params = inspect.signature(self.llm.get_decoder().forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -147,9 +146,24 @@ class SegLLMModel(nn.Module):
         self.reference_embed = (nn.Parameter(torch.zeros(prompt_dim))
                                 if config.dense_reference_prompt else None)
         self.turn_norm = nn.LayerNorm(hidden) if config.seg_turn_pooling else None
-        self._match_embedding_scale()
+
+    @classmethod
+    def build(cls, config: SegLLMConfig, tokenizer, llm: nn.Module | None = None,
+              vision_tower: CLIPVisionModel | None = None) -> SegLLMModel:
+        """A new model: the LLM and vision tower from ``config`` unless given, the special
+        tokens added to ``tokenizer`` (in place) and the LLM's embeddings grown to match, the
+        new input adapters scaled to the LLM's embeddings, the vision tower frozen when the
+        config says so."""
+        vision_tower = vision_tower or CLIPVisionModel(CLIPVisionConfig(**config.vision))
+        llm = llm if llm is not None else build_llm(config.llm, tokenizer)
+        add_special_tokens(tokenizer, config)
+        if llm.get_input_embeddings().num_embeddings < len(tokenizer):
+            llm.resize_token_embeddings(len(tokenizer))
+        model = cls(config, tokenizer, llm, vision_tower)
+        model._match_embedding_scale()
         if config.freeze_vision_tower:
-            self.vision_tower.requires_grad_(False)
+            model.vision_tower.requires_grad_(False)
+        return model
 
     @torch.no_grad()
     def _match_embedding_scale(self) -> None:
@@ -162,62 +176,105 @@ class SegLLMModel(nn.Module):
             layer.weight.normal_(0.0, std / max(1.0, layer.in_features ** 0.5) * 4)
             layer.bias.zero_()
 
-    # ----------------------------------------------------------------- vision
+    # ------------------------------------------------------------- properties
     @property
     def dtype(self) -> torch.dtype:
         return self.box_encoder.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.box_encoder.weight.device
 
     @property
     def num_image_tokens(self) -> int:
         vc = self.vision_tower.config
         return (vc.image_size // vc.patch_size) ** 2
 
+    @property
+    def clip_size(self) -> int:
+        return self.vision_tower.config.image_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.box_encoder.out_features
+
+    # ----------------------------------------------------------- forward pass
+    def forward(self, batch: Batch, loss_weights: LossWeights | None = None) -> SegLLMOutput:
+        """One teacher-forced pass over whole conversations: the LM logits, every round's
+        ``<seg>`` state and SAM prompts, and the masks of the rounds in ``batch.mask_weight``
+        (upstream: k random rounds), plus the referenced object's when mask-aware decoding is
+        on and ``loss_weights.reference`` > 0. With targets in ``batch``, the losses too."""
+        w = loss_weights or LossWeights()
+        images = P.image_tokens(self, batch.images)
+        keeps = batch.ref_keep if batch.ref_keep is not None else [None] * len(batch.ref_masks)
+        ref_tokens = torch.cat([P.reference_tokens(self, img, refs, keep) for img, refs, keep
+                                in zip(batch.images, batch.ref_masks, keeps, strict=True)])
+        embeds = P.embed(self, batch.input_ids, images.flatten(0, 1), ref_tokens)
+        hidden = self.llm_hidden(embeds, batch.attention_mask).last_hidden_state
+        logits = self.lm_head(hidden[:, :-1])
+        losses = {}
+        if batch.labels is not None:
+            losses["text"] = F.cross_entropy(logits.flatten(0, 1),
+                                             batch.labels[:, 1:].flatten(),
+                                             ignore_index=IGNORE_INDEX)
+        turn_mean = torch.einsum("rl,rlh->rh", batch.turn_pool, embeds[batch.seg_batch])
+        seg_hidden = hidden[batch.seg_batch, batch.seg_pos]
+        prompts = self._seg_prompts(seg_hidden, turn_mean)
+        out = self._decode_rounds(batch, prompts, P.sam_embedding(self, batch.images),
+                                  decode_references=w.reference > 0)
+        out = SegLLMOutput(logits, seg_hidden, prompts, *out, losses=losses)
+        if batch.labels is not None and batch.targets is not None:
+            add_losses(out, batch, w)
+        return out
+
+    def _decode_rounds(self, batch: Batch, prompts: torch.Tensor, sam_emb: torch.Tensor,
+                       decode_references: bool) -> tuple:
+        """SAM on each image's decoded rounds (and their references): the mask fields of
+        ``SegLLMOutput``, in round order."""
+        size = self.config.sam.image_size
+        rounds, low_res, masks, ious, ref_rounds, ref_masks = [], [], [], [], [], []
+        for b in range(len(batch.images)):
+            idx = ((batch.seg_batch == b) & batch.mask_weight).nonzero().flatten()
+            if idx.numel() == 0:
+                continue
+            dense = batch.dense_ref[idx]
+            slots = [prompts[idx, 0]]
+            with_ref = idx[batch.has_ref[idx]]
+            if decode_references and self.config.mask_aware_decoding and with_ref.numel():
+                slots.append(prompts[with_ref, 1])
+                dense = torch.cat([dense, batch.dense_ref[with_ref]])
+            low, iou = self._decode_masks(sam_emb[b : b + 1], torch.cat(slots), dense)
+            up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+            rounds.append(idx)
+            low_res.append(low[: idx.numel()])
+            masks.append(up[: idx.numel()])
+            ious.append(iou[: idx.numel(), 0])
+            if len(slots) > 1:
+                ref_rounds.append(with_ref)
+                ref_masks.append(up[idx.numel():])
+        return (torch.cat(rounds), torch.cat(low_res), torch.cat(masks), torch.cat(ious),
+                torch.cat(ref_rounds) if ref_rounds else None,
+                torch.cat(ref_masks) if ref_masks else None)
+
+    # --------------------------------------------- exported graphs, one each
     def _vision_states(self, pixels: torch.Tensor) -> torch.Tensor:
         out = self.vision_tower(pixel_values=pixels, output_hidden_states=True)
         return out.hidden_states[self.config.vision_feature_layer]
 
-    def image_tokens(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-        """(B, 3, H, W) 0..255, or B images of any sizes -> (B, N, llm_hidden) projected
-        patch tokens."""
-        size = self.vision_tower.config.image_size
-        return self.vision_tokens(T.clip_batch(images, size).to(self.dtype))
-
     def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """CLIP pixels (B, 3, S, S) -> (B, N, llm_hidden): the exported vision graph."""
+        """CLIP pixels (B, 3, S, S) -> (B, N, llm_hidden) projected patch tokens."""
         return self.projector(self._vision_states(pixels)[:, 1:])
 
-    def sam_embedding(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-        """(B, 3, H, W) 0..255, or B images of any sizes -> (B, C, h, w) SAM image
-        embeddings."""
-        x = T.sam_batch(images, self.config.sam.image_size, self.sam.pixel_mean,
-                        self.sam.pixel_std)
-        return self.sam.image_encoder(x.to(self.dtype))
-
-    @torch.no_grad()
-    def encode_frame(self, image) -> FrameFeatures:
-        """One camera frame (HxWx3 uint8) -> features reused by every round on it."""
-        device = self.box_encoder.weight.device
-        img = T.to_tensor(image).to(device)
-        return FrameFeatures(img, self.image_tokens(img[None])[0], self.sam_embedding(img[None]))
-
-    # -------------------------------------------------------- reference input
-    def reference_tokens(self, image: torch.Tensor, masks: torch.Tensor,
-                         keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Mask-encoding scheme: for each earlier mask (R, H, W) one mask token (CLIP CLS of
-        the masked crop -> projector) and one box token. Returns (2R, hidden) interleaved
-        [mask_1, box_1, mask_2, ...]. Dropped with p in training, scaled by 1-p otherwise;
-        ``keep`` (R,) bool is the training draw when the caller makes it (the trainer does, so
-        the draw depends on the sample, not on the process)."""
-        if masks.shape[0] == 0:
-            return torch.zeros(0, self.box_encoder.out_features, device=image.device)
-        crops, boxes = T.reference_inputs(image, masks, self.vision_tower.config.image_size)
-        tokens = self.encode_references(crops.to(self.dtype), boxes.to(self.dtype), keep)
-        return tokens.reshape(-1, tokens.shape[-1])
+    def sam_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
+        """SAM pixels (B, 3, S, S) -> (B, C, h, w) SAM image embeddings."""
+        return self.sam.image_encoder(pixels)
 
     def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor,
                           keep: torch.Tensor | None = None) -> torch.Tensor:
         """CLIP pixels of masked crops (R, 3, S, S) + boxes (R, 4) -> (R, 2, hidden) [mask
-        token, box token]: the exported mask-encoder graph."""
+        token, box token]. Dropped with p in training, scaled by 1-p otherwise; ``keep`` (R,)
+        bool is the training draw when the caller makes it (the trainer does, so the draw
+        depends on the sample, not on the process)."""
         mask_tok = self.mask_projector(self._vision_states(crops)[:, 0])
         tokens = torch.stack([mask_tok, self.box_encoder(boxes)], dim=1)
         p = self.config.reference_token_dropout
@@ -229,13 +286,10 @@ class SegLLMModel(nn.Module):
             tokens = tokens * (1.0 - p)
         return tokens
 
-    def embed(self, input_ids: torch.Tensor, image_tokens: torch.Tensor | None,
-              ref_tokens: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings with ``<image>`` and ``<ref>`` placeholders filled in order."""
-        return fill_placeholders(self.llm.get_input_embeddings(), input_ids, image_tokens,
-                                 ref_tokens, self.image_token_id, self.ref_token_id)
+    def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) -> the LLM's input embeddings (B, L, hidden)."""
+        return self.llm.get_input_embeddings()(input_ids)
 
-    # ------------------------------------------------------------------ LLM
     def llm_hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
                    past_key_values=None, cache_position: torch.Tensor | None = None):
         """Last hidden states of the LLM (no LM head): what ``<seg>`` is read from.
@@ -245,7 +299,20 @@ class SegLLMModel(nn.Module):
                                       **{self.cache_kwarg: past_key_values}, use_cache=True,
                                       cache_position=cache_position)
 
-    def seg_prompts(self, seg_hidden: torch.Tensor, turn_embeds: torch.Tensor) -> torch.Tensor:
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., hidden) -> next-token logits (..., vocab)."""
+        return self.llm.get_output_embeddings()(hidden)
+
+    def decode_from_seg(self, sam_embedding: torch.Tensor, seg_hidden: torch.Tensor,
+                        turn_embeds: torch.Tensor, ref_masks: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference from one ``<seg>`` state (1, H) to the target slot's low-res mask logits
+        and IoU: seg head + SAM prompt/mask decoder."""
+        prompts = self._seg_prompts(seg_hidden, turn_embeds)[:, 0]
+        return self._decode_masks(sam_embedding, prompts, ref_masks)
+
+    # -------------------------------------------------- parts of the graphs
+    def _seg_prompts(self, seg_hidden: torch.Tensor, turn_embeds: torch.Tensor) -> torch.Tensor:
         """SAM prompt tokens (R, slots, T, C) from the ``<seg>`` states (R, H) and the mean
         input embedding of each round's query tokens (R, H), used when ``seg_turn_pooling``
         is on."""
@@ -253,8 +320,7 @@ class SegLLMModel(nn.Module):
             seg_hidden = seg_hidden + self.turn_norm(turn_embeds)
         return self.seg_head(seg_hidden)
 
-    # ----------------------------------------------------------------- SAM
-    def dense_prompt(self, ref_masks: torch.Tensor | None, batch: int) -> torch.Tensor:
+    def _dense_prompt(self, ref_masks: torch.Tensor | None, batch: int) -> torch.Tensor:
         """SAM dense prompt: "no mask" embedding, plus the learned reference embedding where
         the referenced earlier masks are (ref_masks: (B, S, S) in SAM input space, 0..1)."""
         pe = self.sam.prompt_encoder
@@ -265,11 +331,11 @@ class SegLLMModel(nn.Module):
             dense = dense + small * self.reference_embed.view(1, -1, 1, 1)
         return dense
 
-    def decode_masks(self, sam_embedding: torch.Tensor, prompts: torch.Tensor,
-                     ref_masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_masks(self, sam_embedding: torch.Tensor, prompts: torch.Tensor,
+                      ref_masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """One image embedding (1, C, h, w), R prompts (R, T, C) -> low-res mask logits
         (R, 1, 4h, 4w) and predicted IoU (R, 1)."""
-        dense = self.dense_prompt(ref_masks, prompts.shape[0])
+        dense = self._dense_prompt(ref_masks, prompts.shape[0])
         return self.sam.mask_decoder(
             image_embeddings=sam_embedding,
             image_pe=self.sam.prompt_encoder.get_dense_pe().to(self.dtype),
@@ -277,14 +343,6 @@ class SegLLMModel(nn.Module):
             dense_prompt_embeddings=dense,
             multimask_output=False,
         )
-
-    def decode_from_seg(self, sam_embedding: torch.Tensor, seg_hidden: torch.Tensor,
-                        turn_embeds: torch.Tensor, ref_masks: torch.Tensor | None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference from one ``<seg>`` state (1, H) to the target slot's low-res mask logits
-        and IoU: seg head + SAM prompt/mask decoder (the exported mask-decoder graph)."""
-        prompts = self.seg_prompts(seg_hidden, turn_embeds)[:, 0]
-        return self.decode_masks(sam_embedding, prompts, ref_masks)
 
     def to_precision(self, dtype: torch.dtype) -> SegLLMModel:
         """Cast weights to ``dtype``; SAM's random-Fourier positional encoding stays fp32
@@ -308,12 +366,16 @@ class SegLLMModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> SegLLMModel:
+        """The checkpoint ``save_pretrained`` wrote, in eval mode on ``device``."""
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{directory} is not a SegLLM checkpoint: no {CONFIG_NAME}")
         config = SegLLMConfig.load(directory / CONFIG_NAME)
-        tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = cls(config, tokenizer)
+        if config.family != cls.family:
+            raise ValueError(f"{directory} holds a {config.family!r} model, not {cls.family!r}; "
+                             "load it with segllm_ros.model.family.load_pretrained")
+        model = cls.build(config, AutoTokenizer.from_pretrained(directory,
+                                                                trust_remote_code=False))
         load_model(model, str(directory / WEIGHTS_NAME), device=device)
         return model.to(device).eval()
 
@@ -334,7 +396,8 @@ class SegLLMModel(nn.Module):
         if config.sam.cnn_context_layers < old.sam.cnn_context_layers:
             raise ValueError(f"{directory} has {old.sam.cnn_context_layers} context blocks, "
                              f"the config asks for fewer ({config.sam.cnn_context_layers})")
-        model = cls(config, AutoTokenizer.from_pretrained(directory))
+        model = cls.build(config, AutoTokenizer.from_pretrained(directory,
+                                                                trust_remote_code=False))
         missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False)
         new = {f"sam.image_encoder.context.{i}."
                for i in range(old.sam.cnn_context_layers, config.sam.cnn_context_layers)}

@@ -1,1 +1,2 @@
-"""Inference runtimes behind one interface: PyTorch, ONNX Runtime, TensorRT."""
+"""Inference runtimes behind one interface (PyTorch, ONNX Runtime, TensorRT), chosen by name
+through ``registry``."""

@@ -1,9 +1,10 @@
 """The interface the engine runs a model through, whatever executes it.
 
 The conversation logic (``segllm_ros.engine.engine``) is written once against ``Runtime``;
-PyTorch (``torch_runtime``), ONNX Runtime and TensorRT (``graph_runtime``) implement it.
-Tensors crossing it are torch tensors on ``Runtime.device``: preprocessing (resizes, crops)
-stays in torch for every backend, and only the networks differ.
+PyTorch (``torch_runtime``), ONNX Runtime and TensorRT (``graph_runtime``) implement its
+graphs. Tensors crossing it are torch tensors on ``Runtime.device``; what runs around the
+graphs (resizes, crops, placeholder filling) is ``segllm_ros.model.processing``, the same code
+the torch model's ``forward`` uses, so the backends differ only in what executes the graphs.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from segllm_ros.model import transforms as T
+from segllm_ros.model import processing as P
 from segllm_ros.model.config import SegLLMConfig
-from segllm_ros.model.segllm import FrameFeatures
-
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+from segllm_ros.model.processing import FrameFeatures
 
 
 class KVCache(Protocol):
@@ -32,20 +31,23 @@ class KVCache(Protocol):
 
 
 class Runtime(ABC):
-    """A SegLLM model as the engine needs it: frame encoders, reference encoder, token
-    embeddings, one LLM step on a cache, the LM head, and the mask decoder."""
+    """A SegLLM model as the engine needs it: frame features, reference tokens, token
+    embeddings (shared code, ``processing``), and the graphs behind them (``processing.Graphs``)
+    plus one LLM step on a cache, the LM head and the mask decoder (per backend)."""
 
     config: SegLLMConfig
     tokenizer: Any
     device: torch.device
+    dtype: torch.dtype
     backend: str
 
     def __init__(self, config: SegLLMConfig, tokenizer: Any, num_image_tokens: int,
-                 clip_size: int) -> None:
+                 clip_size: int, hidden_size: int) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.num_image_tokens = num_image_tokens
         self.clip_size = clip_size
+        self.hidden_size = hidden_size
         ids = tokenizer.convert_tokens_to_ids
         self.image_token_id = ids(config.image_token)
         self.seg_token_id = ids(config.seg_token)
@@ -53,32 +55,34 @@ class Runtime(ABC):
 
     def encode_frame(self, image: np.ndarray) -> FrameFeatures:
         """One camera frame (HxWx3 uint8) -> the features every round on it reuses."""
-        img = T.to_tensor(image).to(self.device)
-        return FrameFeatures(img, self.image_tokens(T.clip_batch(img[None], self.clip_size))[0],
-                             self.sam_embedding(img[None]))
+        return P.encode_frame(self, image)
 
     def reference_tokens(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Earlier masks (R, H, W) on ``image`` -> (2R, hidden) [mask, box] tokens."""
-        crops, boxes = T.reference_inputs(image, masks, self.clip_size)
-        tokens = self.encode_references(crops, boxes)
-        return tokens.reshape(-1, tokens.shape[-1])
+        return P.reference_tokens(self, image, masks)
 
-    @abstractmethod
-    def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """CLIP pixels (1, 3, S, S) -> (1, N, hidden)."""
-
-    @abstractmethod
-    def sam_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        """Frames (1, 3, H, W) 0..255 -> SAM image embedding (1, C, h, w)."""
-
-    @abstractmethod
-    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """Masked-crop CLIP pixels (R, 3, S, S) + boxes (R, 4) -> (R, 2, hidden)."""
-
-    @abstractmethod
     def embed(self, input_ids: torch.Tensor, image_tokens: torch.Tensor | None,
               ref_tokens: torch.Tensor | None) -> torch.Tensor:
         """Ids (1, L) -> input embeddings (1, L, hidden), placeholders filled."""
+        return P.embed(self, input_ids, image_tokens, ref_tokens)
+
+    @abstractmethod
+    def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """CLIP pixels (1, 3, S, S) -> (1, N, hidden)."""
+
+    @abstractmethod
+    def sam_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
+        """SAM pixels (1, 3, S, S) -> SAM image embedding (1, C, h, w)."""
+
+    @abstractmethod
+    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor,
+                          keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Masked-crop CLIP pixels (R, 3, S, S) + boxes (R, 4) -> (R, 2, hidden); runtimes
+        run inference, where ``keep`` (a training dropout draw) is None."""
+
+    @abstractmethod
+    def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Ids (1, L) -> the LLM's input embeddings (1, L, hidden)."""
 
     @abstractmethod
     def new_cache(self) -> KVCache:

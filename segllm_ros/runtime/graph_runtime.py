@@ -9,10 +9,8 @@ from typing import Protocol
 import torch
 from transformers import AutoTokenizer
 
-from segllm_ros.model import transforms as T
 from segllm_ros.model.config import SegLLMConfig
-from segllm_ros.model.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
-from segllm_ros.model.segllm import CONFIG_NAME, fill_placeholders
+from segllm_ros.model.family import CONFIG_NAME
 from segllm_ros.runtime.base import Runtime
 from segllm_ros.runtime.manifest import Manifest
 
@@ -45,21 +43,22 @@ class GraphCache:
 
 
 class GraphRuntime(Runtime):
-    """SegLLM on exported graphs; ``sessions`` maps graph names to ``Session``s."""
+    """SegLLM on exported graphs; ``sessions`` maps graph names to ``Session``s. Inputs are
+    handed over in fp32; each session casts them to its graph's input types."""
+
+    dtype = torch.float32
 
     def __init__(self, checkpoint: str | Path, manifest: Manifest,
                  sessions: dict[str, Session], backend: str, device: torch.device) -> None:
         config = SegLLMConfig.load(Path(checkpoint) / CONFIG_NAME)
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=False)
         vision = manifest.graphs["vision"]
         super().__init__(config, tokenizer, int(vision.outputs[0].shape[1]),
-                         int(vision.inputs[0].shape[-1]))
+                         int(vision.inputs[0].shape[-1]), int(vision.outputs[0].shape[2]))
         self.manifest = manifest
         self.sessions = sessions
         self.backend = backend
         self.device = device
-        self._sam_mean = torch.tensor(SAM_PIXEL_MEAN, device=device)
-        self._sam_std = torch.tensor(SAM_PIXEL_STD, device=device)
         llm = manifest.graphs["llm"]
         self._past = [t for t in llm.inputs if t.name.startswith("past.")]
         self._dtypes = {g: {t.name: TORCH_DTYPES[t.dtype] for t in spec.inputs}
@@ -73,23 +72,20 @@ class GraphRuntime(Runtime):
         return session.run({name: feeds[name].to(dtypes[name])
                             for name in session.input_names})
 
-    def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+    def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._run("vision", pixels=pixels)["image_tokens"]
 
-    def sam_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        size = self.config.sam.image_size
-        pixels = T.sam_batch(images, size, self._sam_mean, self._sam_std)
+    def sam_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._run("sam_encoder", pixels=pixels)["sam_embedding"]
 
-    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor,
+                          keep: torch.Tensor | None = None) -> torch.Tensor:
+        if keep is not None:
+            raise ValueError("the exported mask encoder is the inference graph: no dropout")
         return self._run("mask_encoder", crops=crops, boxes=boxes)["ref_tokens"]
 
-    def embed(self, input_ids, image_tokens, ref_tokens) -> torch.Tensor:
-        def table(ids: torch.Tensor) -> torch.Tensor:
-            return self._run("token_embed", input_ids=ids)["embeds"]
-
-        return fill_placeholders(table, input_ids, image_tokens, ref_tokens,
-                                 self.image_token_id, self.ref_token_id)
+    def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self._run("token_embed", input_ids=input_ids)["embeds"]
 
     def new_cache(self) -> GraphCache:
         return GraphCache([torch.zeros([0 if d == "past" else int(d) for d in t.shape],

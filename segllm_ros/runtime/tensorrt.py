@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from segllm_ros.model import transforms as T
-from segllm_ros.model.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from segllm_ros.model.processing import sam_pixels
 from segllm_ros.runtime.graph_runtime import TORCH_DTYPES, GraphRuntime
 from segllm_ros.runtime.manifest import DeploymentError, GraphSpec, Manifest
 
@@ -143,11 +143,7 @@ def calibration_batches(graph: str, frames: Iterable[np.ndarray], manifest: Mani
     batches = []
     for frame in frames:
         img = T.to_tensor(frame)[None]
-        if graph == "vision":
-            batches.append(T.clip_batch(img, size))
-        else:
-            batches.append(T.sam_batch(img, size, torch.tensor(SAM_PIXEL_MEAN),
-                                       torch.tensor(SAM_PIXEL_STD)))
+        batches.append(T.clip_batch(img, size) if graph == "vision" else sam_pixels(img, size))
     return batches
 
 

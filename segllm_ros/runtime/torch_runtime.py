@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from segllm_ros.model.segllm import FrameFeatures, SegLLMModel
+from segllm_ros.model.family import load_pretrained
+from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.runtime.base import KVCache, Runtime
+from segllm_ros.runtime.precision import torch_dtype
 from segllm_ros.runtime.static_cache import SlotCache, StaticCacheConfig, StaticCachePool
 
 
@@ -17,7 +19,7 @@ class TorchRuntime(Runtime):
     def __init__(self, model: SegLLMModel, static_cache: StaticCacheConfig | None = None) -> None:
         self.model = model.eval()
         super().__init__(model.config, model.tokenizer, model.num_image_tokens,
-                         model.vision_tower.config.image_size)
+                         model.clip_size, model.hidden_size)
         self.static_cache = (None if static_cache is None else StaticCachePool(
             static_cache, model.llm.config, self._decoder_step, self.device))
 
@@ -27,26 +29,24 @@ class TorchRuntime(Runtime):
 
     @property
     def device(self) -> torch.device:
-        return self.model.box_encoder.weight.device
+        return self.model.device
 
-    def encode_frame(self, image) -> FrameFeatures:
-        return self.model.encode_frame(image)
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
 
-    def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.vision_tokens(pixels.to(self.model.dtype))
+    def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.vision_tokens(pixels)
 
-    def sam_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.sam_embedding(images)
+    def sam_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.sam_encoder(pixels)
 
-    def reference_tokens(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        return self.model.reference_tokens(image, masks)
+    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor,
+                          keep: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.encode_references(crops, boxes, keep)
 
-    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_references(crops.to(self.model.dtype),
-                                            boxes.to(self.model.dtype))
-
-    def embed(self, input_ids, image_tokens, ref_tokens) -> torch.Tensor:
-        return self.model.embed(input_ids, image_tokens, ref_tokens)
+    def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.token_embeddings(input_ids)
 
     def new_cache(self) -> KVCache:
         return DynamicCache() if self.static_cache is None else self.static_cache.acquire()
@@ -61,7 +61,7 @@ class TorchRuntime(Runtime):
         return self._decoder_step(inputs_embeds, cache, None)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.llm.get_output_embeddings()(hidden).float()
+        return self.model.lm_head(hidden).float()
 
     def decode_masks(self, sam_embedding, seg_hidden, turn_embeds, ref_masks):
         return self.model.decode_from_seg(sam_embedding, seg_hidden, turn_embeds, ref_masks)
@@ -72,3 +72,9 @@ class TorchRuntime(Runtime):
             return cache.nbytes()
         return sum(t.numel() * t.element_size() for layer in cache.layers
                    for t in (layer.keys, layer.values) if t is not None)
+
+
+def load_torch(checkpoint: str, device: str = "cpu", precision: str = "fp32") -> TorchRuntime:
+    """The checkpoint's model (of its family) on ``device`` in ``precision``."""
+    dtype = torch_dtype(precision)  # a bad name fails before the weights are read
+    return TorchRuntime(load_pretrained(checkpoint, device=device).to_precision(dtype))

@@ -57,12 +57,12 @@ def test_cached_mode_reuses_the_kv_cache_and_frame_features(model, conversation)
     kv = engine.history_nbytes("c")["kv_cache"]
     assert kv > 0
     calls = []
-    original = model.encode_frame
-    model.encode_frame = lambda image: calls.append(1) or original(image)
+    original = model.vision_tokens  # the vision graph runs once per encoded frame
+    model.vision_tokens = lambda pixels: calls.append(1) or original(pixels)
     try:
         run(engine, conversation, rounds=conversation.rounds[2:3])
     finally:
-        del model.encode_frame
+        del model.vision_tokens
     assert calls == []                         # the frame's CLIP/SAM features were reused
     assert engine.history_nbytes("c")["kv_cache"] > kv   # one round appended, not rebuilt
     engine.reset("c")

@@ -1,0 +1,64 @@
+"""SegLLM's training losses (LM loss on the answers; BCE + Dice on the masks, as LISA and
+SegLLM; SAM's IoU head regressed onto the masks' real IoU), computed from ``SegLLMOutput``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from segllm_ros.model.batch import Batch
+from segllm_ros.model.outputs import SegLLMOutput
+
+
+@dataclass
+class LossWeights:
+    text: float = 1.0
+    bce: float = 2.0
+    dice: float = 0.5
+    target: float = 1.0
+    iou: float = 1.0         # SAM's IoU head learns to predict the mask's real IoU (the score)
+    reference: float = 0.5   # mask-aware decoding: re-segment the referenced object (0: skip)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Mean over masks of 1 - soft Dice; logits/target (N, H, W)."""
+    p = logits.sigmoid().flatten(1)
+    t = target.flatten(1)
+    return (1 - (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)).mean()
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    if logits.shape[0] == 0:
+        return logits.sum() * 0
+    return w.bce * F.binary_cross_entropy_with_logits(logits, target) + w.dice * dice_loss(
+        logits, target)
+
+
+def batch_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-mask IoU of thresholded logits; 1 when both are empty."""
+    pred = logits > 0
+    t = target > 0.5
+    inter = (pred & t).flatten(1).sum(1).float()
+    union = (pred | t).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def add_losses(out: SegLLMOutput, batch: Batch, w: LossWeights) -> SegLLMOutput:
+    """Fill ``out``'s mask, IoU-head and reference terms and the weighted total; the text
+    term is already in ``out.losses`` (the forward pass computes it beside the logits).
+    The reference term is skipped with weight 0 (the forward pass then decodes no
+    references, which saves 20-40% of a step once it is learnt: bench/train_step.py)."""
+    targets = batch.targets[batch.mask_weight]
+    loss_target = mask_loss(out.masks, targets, w)
+    ious = batch_iou(out.masks, targets)
+    iou_loss = F.mse_loss(out.iou_predictions, ious.detach())
+    loss = w.text * out.losses["text"] + w.target * loss_target + w.iou * iou_loss
+    out.losses.update(mask=loss_target, iou_pred=iou_loss)
+    if out.ref_masks is not None:
+        loss_ref = mask_loss(out.ref_masks, batch.first_ref[out.ref_rounds], w)
+        loss = loss + w.reference * loss_ref
+        out.losses["ref_mask"] = loss_ref
+    out.loss, out.mask_iou = loss, ious
+    return out
