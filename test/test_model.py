@@ -8,6 +8,7 @@ import torch
 from helpers import demo_config, random_image, tiny_model
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
+from segllm_ros.model import transforms as T
 from segllm_ros.model.builders import from_llava, load_sam_checkpoint
 from segllm_ros.model.config import SamConfig, SegLLMConfig
 from segllm_ros.model.processing import encode_frame, reference_tokens
@@ -29,14 +30,16 @@ def test_config_round_trip(tmp_path):
 
 def test_frame_features_and_reference_token_shapes():
     model = tiny_model().eval()
-    feats = encode_frame(model, random_image(96, 128))
+    image = random_image(96, 128)
+    feats = encode_frame(model, image)
+    assert feats.hw == (96, 128)
     hidden = model.llm.get_input_embeddings().embedding_dim
     assert feats.image_tokens.shape == (model.num_image_tokens, hidden)
     emb = model.config.sam.embedding_size
     assert feats.sam_embedding.shape == (1, model.config.sam.prompt_embed_dim, emb, emb)
     masks = torch.zeros(3, 96, 128, dtype=torch.bool)
     masks[:, 10:40, 20:60] = True
-    assert reference_tokens(model, feats.image, masks).shape == (6, hidden)
+    assert reference_tokens(model, T.to_tensor(image), masks).shape == (6, hidden)
     low, iou = model.decode_from_seg(feats.sam_embedding, torch.randn(1, hidden),
                                      torch.randn(1, hidden), None)
     assert low.shape == (1, 1, 4 * emb, 4 * emb) and iou.shape == (1, 1)

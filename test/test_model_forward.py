@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from helpers import random_image, tiny_model
 
+from segllm_ros.model import transforms as T
 from segllm_ros.model.batch import IGNORE_INDEX
 from segllm_ros.model.losses import LossWeights, batch_iou, mask_loss
 from segllm_ros.runtime.torch_runtime import TorchRuntime
@@ -85,7 +86,8 @@ def test_forward_computes_what_the_inference_path_computes():
         out = model(batch)
         rt = TorchRuntime(model)
         feats = rt.encode_frame(sample.image)
-        refs = rt.reference_tokens(feats.image, torch.from_numpy(sample.rounds[0].mask)[None])
+        refs = rt.reference_tokens(T.to_tensor(sample.image),
+                                   torch.from_numpy(sample.rounds[0].mask)[None])
         embeds = rt.embed(batch.input_ids, feats.image_tokens, refs)
         hidden = rt.llm(embeds, rt.new_cache())[0]
         for r in range(2):

@@ -56,15 +56,13 @@ class Graphs(Protocol):
 
 @dataclass
 class FrameFeatures:
-    """Per-frame work that every round on that frame reuses."""
+    """Per-frame work that every round on that frame reuses. No pixels: a cache of these
+    must not hold a full-resolution float copy of every frame (reference crops are taken from
+    the conversation's own frames)."""
 
-    image: torch.Tensor          # (3, H, W) float 0..255, for mask-encoder crops
+    hw: tuple[int, int]          # the frame's (H, W)
     image_tokens: torch.Tensor   # (N, llm_hidden)
     sam_embedding: torch.Tensor  # (1, C, h, w)
-
-    @property
-    def hw(self) -> tuple[int, int]:
-        return int(self.image.shape[1]), int(self.image.shape[2])
 
 
 def image_tokens(graphs: Graphs, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -89,7 +87,8 @@ def sam_embedding(graphs: Graphs, images: torch.Tensor | list[torch.Tensor]) -> 
 def encode_frame(graphs: Graphs, image: np.ndarray | torch.Tensor) -> FrameFeatures:
     """One camera frame (HxWx3 uint8) -> the features every round on it reuses."""
     img = T.to_tensor(image).to(graphs.device)
-    return FrameFeatures(img, image_tokens(graphs, img[None])[0], sam_embedding(graphs, img[None]))
+    return FrameFeatures((int(img.shape[1]), int(img.shape[2])), image_tokens(graphs, img[None])[0],
+                         sam_embedding(graphs, img[None]))
 
 
 def reference_tokens(graphs: Graphs, image: torch.Tensor, masks: torch.Tensor,
