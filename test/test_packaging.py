@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from segllm_ros.engine.worker import ImagePolicy, Status
+from segllm_ros.launch_args import OVERRIDES
 from segllm_ros.msg import SegmentationQuery, SegmentationResult
 from segllm_ros.node.params import NodeParams
 
@@ -192,16 +193,23 @@ def _const(node: ast.AST):
     return node.value if isinstance(node, ast.Constant) else None
 
 
-def test_launch_file_declares_the_usual_arguments():
+def test_launch_file_takes_its_arguments_and_rules_from_launch_args():
+    """The launch file cannot run here (no launch_ros wheel; test_launch.py runs it where it
+    can), so check its shape: every argument comes from launch_args.ARGUMENTS, and the node's
+    parameters, arguments and ROS arguments come from launch_args' functions, which
+    test_launch_args.py checks. A key written into the file itself could override params_file
+    unconditionally again, so none of the overridable names may appear in it."""
     tree = ast.parse((ROOT / "launch" / "segllm.launch.py").read_text())
-    arguments = next(node.value for node in ast.walk(tree)
-                     if isinstance(node, ast.Assign)
-                     and any(isinstance(t, ast.Name) and t.id == "ARGUMENTS"
-                             for t in node.targets))
-    assert isinstance(arguments, ast.Dict)
-    keys = {_const(k) for k in arguments.keys}
-    assert {"namespace", "image_topic", "image_transport", "params_file", "model_path",
-            "backend", "device", "precision"} <= keys
+    imported = {alias.name for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module == "segllm_ros.launch_args"
+                for alias in node.names}
+    assert {"ARGUMENTS", "parameter_overrides", "node_arguments", "ros_arguments"} <= imported
+    called = {node.func.id for node in ast.walk(tree)
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    assert {"parameter_overrides", "node_arguments", "ros_arguments",
+            "DeclareLaunchArgument", "OpaqueFunction"} <= called
+    strings = {_const(node) for node in ast.walk(tree) if isinstance(node, ast.Constant)}
+    assert not strings & set(OVERRIDES), strings & set(OVERRIDES)
 
     nodes = [{kw.arg: _const(kw.value) for kw in node.keywords}
              for node in ast.walk(tree)
@@ -209,6 +217,7 @@ def test_launch_file_declares_the_usual_arguments():
              and node.func.id == "Node"]
     assert any(n.get("package") == PKG and n.get("executable") == "segllm_node"
                and n.get("name") == "segllm" for n in nodes), nodes
+    assert {"parameters", "arguments", "ros_arguments"} <= set(nodes[0]), nodes
 
 
 def _constants(msg_class, prefix: str) -> dict[str, int]:
