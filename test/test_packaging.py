@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 import textwrap
 from pathlib import Path
+from xml.etree import ElementTree
 
 import yaml
 
 from segllm_ros.engine.worker import ImagePolicy, Status
+from segllm_ros.launch_args import OVERRIDES
 from segllm_ros.msg import SegmentationQuery, SegmentationResult
 from segllm_ros.node.params import NodeParams
 
@@ -192,16 +195,23 @@ def _const(node: ast.AST):
     return node.value if isinstance(node, ast.Constant) else None
 
 
-def test_launch_file_declares_the_usual_arguments():
+def test_launch_file_takes_its_arguments_and_rules_from_launch_args():
+    """The launch file cannot run here (no launch_ros wheel; test_launch.py runs it where it
+    can), so check its shape: every argument comes from launch_args.ARGUMENTS, and the node's
+    parameters, arguments and ROS arguments come from launch_args' functions, which
+    test_launch_args.py checks. A key written into the file itself could override params_file
+    unconditionally again, so none of the overridable names may appear in it."""
     tree = ast.parse((ROOT / "launch" / "segllm.launch.py").read_text())
-    arguments = next(node.value for node in ast.walk(tree)
-                     if isinstance(node, ast.Assign)
-                     and any(isinstance(t, ast.Name) and t.id == "ARGUMENTS"
-                             for t in node.targets))
-    assert isinstance(arguments, ast.Dict)
-    keys = {_const(k) for k in arguments.keys}
-    assert {"namespace", "image_topic", "image_transport", "params_file", "model_path",
-            "backend", "device", "precision"} <= keys
+    imported = {alias.name for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module == "segllm_ros.launch_args"
+                for alias in node.names}
+    assert {"ARGUMENTS", "parameter_overrides", "node_arguments", "ros_arguments"} <= imported
+    called = {node.func.id for node in ast.walk(tree)
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    assert {"parameter_overrides", "node_arguments", "ros_arguments",
+            "DeclareLaunchArgument", "OpaqueFunction"} <= called
+    strings = {_const(node) for node in ast.walk(tree) if isinstance(node, ast.Constant)}
+    assert not strings & set(OVERRIDES), strings & set(OVERRIDES)
 
     nodes = [{kw.arg: _const(kw.value) for kw in node.keywords}
              for node in ast.walk(tree)
@@ -209,6 +219,103 @@ def test_launch_file_declares_the_usual_arguments():
              and node.func.id == "Node"]
     assert any(n.get("package") == PKG and n.get("executable") == "segllm_node"
                and n.get("name") == "segllm" for n in nodes), nodes
+    assert {"parameters", "arguments", "ros_arguments"} <= set(nodes[0]), nodes
+
+
+# Each third-party module segllm_ros (node, engine, model, launch file) imports, and how a robot
+# gets it: a rosdep key in package.xml, or requirements.txt where no rosdep key exists.
+ROSDEP_KEYS = {
+    "numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml",
+    "torch": "python3-torch", "transformers": "python3-transformers-pip",
+    "tokenizers": "python3-transformers-pip",  # a dependency of transformers
+    "rclpy": "rclpy", "rcl_interfaces": "rcl_interfaces", "lifecycle_msgs": "lifecycle_msgs",
+    "action_msgs": "action_msgs", "diagnostic_msgs": "diagnostic_msgs",
+    "ament_index_python": "ament_index_python", "builtin_interfaces": "builtin_interfaces",
+    "std_msgs": "std_msgs", "sensor_msgs": "sensor_msgs", "launch": "launch",
+    "launch_ros": "launch_ros",
+}
+PIP_ONLY = {"safetensors": "safetensors", "segment_anything": "segment-anything",
+            "pycocotools": "pycocotools"}
+OPTIONAL = {"onnx", "onnxruntime", "tensorrt"}  # export tool and optional backends (README)
+
+
+def _third_party_imports() -> set[str]:
+    files = [*(ROOT / PKG).rglob("*.py"), *(ROOT / "launch").glob("*.py")]
+    names: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != PKG}
+
+
+def _requirements(name: str) -> list[str]:
+    lines = (ROOT / name).read_text().splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+def test_package_xml_declares_every_runtime_import_with_a_rosdep_key():
+    root = ElementTree.parse(ROOT / "package.xml").getroot()
+    declared = {e.text for tag in ("depend", "exec_depend") for e in root.iter(tag)}
+    imports = _third_party_imports()
+    unknown = imports - set(ROSDEP_KEYS) - set(PIP_ONLY) - OPTIONAL
+    assert not unknown, f"decide how a robot installs {unknown} (package.xml or requirements)"
+    missing = {ROSDEP_KEYS[n] for n in imports & set(ROSDEP_KEYS)} - declared
+    assert not missing, missing
+    assert {"action_msgs", "rcl_interfaces", "ament_index_python", "lifecycle_msgs",
+            "diagnostic_msgs"} <= declared
+    assert "cv_bridge" not in declared  # images are converted with NumPy
+    # Keys that rosdep no longer resolves or never had
+    assert not declared & {"python3-pytorch-pip", "python3-pycocotools",
+                           "python3-safetensors-pip"}, declared
+    runtime = {line.split("==")[0].split(">=")[0] for line in _requirements("requirements.txt")}
+    assert set(PIP_ONLY.values()) <= runtime, runtime
+
+
+def test_runtime_requirements_install_no_ros_and_no_pinned_torch():
+    runtime = _requirements("requirements.txt")
+    assert not [r for r in runtime if r.startswith("ros-") or r.startswith("-r")], runtime
+    assert "torch" in runtime  # unpinned: CUDA builds on robots, JetPack's on a Jetson
+    dev = _requirements("requirements-dev.txt")
+    assert "-r requirements.txt" in dev and "torch==2.13.0" in dev
+    assert any(r.startswith("ros-rclpy") for r in dev)
+
+
+def test_dockerfiles_install_the_runtime_requirements_only():
+    for name in ("jetson.Dockerfile", "x86-cuda.Dockerfile"):
+        text = (ROOT / "docker" / name).read_text()
+        assert "requirements-dev" not in text, name
+        assert re.search(r"pip3? install [^\n]*-r \S*requirements\.txt", text), name
+        assert re.search(r"COPY requirements\.txt ", text), name
+        assert "rosdep install" in text and "colcon build" in text, name
+        assert not re.search(r"torch==\d", text), name  # no pin fighting the base image
+    jetson = (ROOT / "docker" / "jetson.Dockerfile").read_text()
+    assert "FROM nvcr.io/nvidia/l4t-jetpack:${L4T_TAG}" in jetson and "L4T_TAG=r36" in jetson
+    assert "PIP_CONSTRAINT" in jetson  # keeps JetPack's torch through requirements.txt
+
+
+def _configure_runs_the_prefix_lookup(tmp_path: Path, env: dict[str, str]) -> bool:
+    """Configure with --trace-expand; whether the interpreter was asked for the wheel prefix."""
+    build = tmp_path / "build"
+    run = subprocess.run(
+        ["cmake", "-S", str(ROOT), "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}",
+         "-DBUILD_TESTING=OFF", "--trace-expand"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, _tail(run.stdout + run.stderr)
+    shutil.rmtree(build)
+    return "import ament_package" in run.stderr
+
+
+def test_cmake_asks_for_the_wheel_prefix_only_without_a_sourced_ros(tmp_path):
+    # About 10 s per configure (rosidl generates its CMake code at configure time).
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH", "PYTHONPATH")}
+    assert _configure_runs_the_prefix_lookup(tmp_path, env)
+    # What `source /opt/ros/<distro>/setup.bash` provides: both paths name the ROS prefix.
+    sourced = dict(env, AMENT_PREFIX_PATH=sys.prefix, CMAKE_PREFIX_PATH=sys.prefix)
+    assert not _configure_runs_the_prefix_lookup(tmp_path, sourced)
 
 
 def _constants(msg_class, prefix: str) -> dict[str, int]:
