@@ -10,8 +10,8 @@ import pytest
 import torch
 from helpers import DEMO_MODEL, random_image, tiny_model
 
-from segllm_ros.engine.conversation import Frame
 from segllm_ros.engine.engine import load_engine
+from segllm_ros.engine.history import Frame
 from segllm_ros.model import family
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.runtime import registry

@@ -419,10 +419,13 @@ class SegLLMEngine:
 def load_engine(model_path: str, device: str = "cpu", backend: str = "torch",
                 precision: str = "fp32", engine_dir: str = "", max_conversations: int = 16,
                 max_rounds: int = 32, ttl_s: float = 0.0, state_dir: str = "",
+                llm_quant: str = "none", llm_graphs: bool = False,
                 **config: Any) -> SegLLMEngine:
-    """The engine for a checkpoint folder; ``backend`` selects the runtime. With
-    ``state_dir`` the conversations saved there are restored and every round is saved."""
-    runtime = load_runtime(model_path, device, backend, precision, engine_dir)
+    """The engine for a checkpoint folder; ``backend`` selects the runtime (``llm_quant``,
+    ``llm_graphs``: torch options). With ``state_dir`` the conversations saved there are
+    restored and every round is saved."""
+    runtime = load_runtime(model_path, device, backend, precision, engine_dir,
+                           llm_quant=llm_quant, llm_graphs=llm_graphs)
     archive = ConversationArchive(state_dir) if state_dir else None
     store = ConversationStore(max_conversations, max_rounds, ttl_s, archive)
     store.restore()

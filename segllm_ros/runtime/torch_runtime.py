@@ -7,6 +7,7 @@ import torch
 from transformers import DynamicCache
 
 from segllm_ros.model.family import load_pretrained
+from segllm_ros.model.quantize import QUANT_SCHEMES, quantize_llm
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.runtime.base import KVCache, Runtime
 from segllm_ros.runtime.precision import torch_dtype
@@ -74,7 +75,14 @@ class TorchRuntime(Runtime):
                    for t in (layer.keys, layer.values) if t is not None)
 
 
-def load_torch(checkpoint: str, device: str = "cpu", precision: str = "fp32") -> TorchRuntime:
-    """The checkpoint's model (of its family) on ``device`` in ``precision``."""
+def load_torch(checkpoint: str, device: str = "cpu", precision: str = "fp32",
+               llm_quant: str = "none", llm_graphs: bool = False) -> TorchRuntime:
+    """The checkpoint's model (of its family) on ``device`` in ``precision``; ``llm_quant``
+    quantises the LLM's weights (``segllm_ros.model.quantize``), ``llm_graphs`` gives
+    conversations static KV slots, replayed as CUDA graphs on a GPU (``static_cache``)."""
     dtype = torch_dtype(precision)  # a bad name fails before the weights are read
-    return TorchRuntime(load_pretrained(checkpoint, device=device).to_precision(dtype))
+    if llm_quant not in QUANT_SCHEMES:
+        raise ValueError(f"llm_quant must be one of {QUANT_SCHEMES}, got {llm_quant!r}")
+    model = quantize_llm(load_pretrained(checkpoint, device=device).to_precision(dtype),
+                         llm_quant)
+    return TorchRuntime(model, StaticCacheConfig(graphs=True) if llm_graphs else None)

@@ -14,6 +14,7 @@ from segllm_ros.engine.history import Frame
 from segllm_ros.engine.store import ConversationStore
 from segllm_ros.interface.mask_codec import mask_iou
 from segllm_ros.model.segllm import SegLLMModel
+from segllm_ros.runtime.registry import load_runtime
 from segllm_ros.runtime.static_cache import StaticCacheConfig
 from segllm_ros.runtime.torch_runtime import TorchRuntime
 from segllm_training.tabletop import TabletopConfig, generate_dataset
@@ -90,3 +91,14 @@ def test_static_cache_config_is_checked():
     assert StaticCacheConfig(buckets=(8, 16)).bucket(9) == 16
     assert StaticCacheConfig(buckets=(8, 16)).bucket(17) is None
     torch.manual_seed(0)
+
+
+def test_static_cache_and_quant_are_torch_runtime_options():
+    runtime = load_runtime(str(DEMO_MODEL), llm_graphs=True, llm_quant="int8")
+    assert runtime.static_cache is not None and runtime.static_cache.free_slots == 4
+    assert type(runtime.model.llm.get_decoder().layers[0].mlp.up_proj.weight).__name__ == (
+        "Int8Tensor")
+    with pytest.raises(ValueError, match="llm_quant must be one of"):
+        load_runtime(str(DEMO_MODEL), llm_quant="int3")
+    with pytest.raises(ValueError, match="the onnxruntime backend has no option llm_graphs"):
+        load_runtime(str(DEMO_MODEL), backend="onnxruntime", llm_graphs=True)
