@@ -26,11 +26,12 @@ from typing import Any
 import torch
 from rounds import ROOT, machine_info  # bench/rounds.py: puts the source tree first
 from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from segllm_ros.model.builders import sam_config
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.quantize import quantize_llm, weight_nbytes
-from segllm_ros.model.segllm import SegLLMModel
+from segllm_ros.model.segllm import SegLLMModel, add_special_tokens, build_llm
 from segllm_ros.paths import default_model_path
 from segllm_training.tabletop import TabletopConfig
 from segllm_training.train_demo import demo_tokenizer
@@ -90,8 +91,12 @@ def build_meta(sam: str) -> SegLLMModel:
         data = config.to_dict()
         data["sam"] = {**data["sam"], **dataclasses.asdict(sam_config(sam))}
         config = SegLLMConfig.from_dict(data)
-    with torch.device("meta"):
-        return SegLLMModel(config, demo_tokenizer(config, TabletopConfig()))
+    tokenizer = demo_tokenizer(config, TabletopConfig())
+    add_special_tokens(tokenizer, config)
+    with torch.device("meta"):   # assembled only: the builder's init steps read values
+        llm = build_llm(config.llm, tokenizer)
+        return SegLLMModel(config, tokenizer, llm,
+                           CLIPVisionModel(CLIPVisionConfig(**config.vision)))
 
 
 def main() -> dict[str, Any]:
