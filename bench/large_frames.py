@@ -64,10 +64,10 @@ def run(model: SegLLMModel, name: str, rounds: int, h: int, w: int) -> dict[str,
     worker.start()
     rng = np.random.default_rng(0)
     done = threading.Event()
-    outcomes: list[Outcome] = []
+    answers: list[tuple[Status, str]] = []   # not the outcomes: they hold frame and mask
 
     def on_done(outcome: Outcome) -> None:
-        outcomes.append(outcome)
+        answers.append((outcome.status, outcome.message))
         done.set()
 
     gc.collect()
@@ -79,7 +79,7 @@ def run(model: SegLLMModel, name: str, rounds: int, h: int, w: int) -> dict[str,
         done.clear()
         worker.submit(Job(Query("robot", f"r{i}", text), on_done))
         done.wait(300)
-        assert outcomes[-1].status in (Status.OK, Status.NOT_FOUND), outcomes[-1].message
+        assert answers[-1][0] in (Status.OK, Status.NOT_FOUND), answers[-1][1]
         rss.append(rss_mb())
         print(f"{name:>9} round {i + 1:>2}: RSS {rss[-1]:7.0f} MB", flush=True)
     worker.stop()
