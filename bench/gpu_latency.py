@@ -45,7 +45,7 @@ from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.tabletop import TabletopConfig
-from segllm_training.train_demo import demo_tokenizer
+from segllm_training.trainer.build import demo_tokenizer
 
 NAMES = ["red mug", "blue bowl", "green bottle", "white plate", "black phone", "yellow cup"]
 DEFAULT_CONFIG = ROOT / "config" / "models" / "segllm_7b_sam_vit_h.yaml"

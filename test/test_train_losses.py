@@ -10,8 +10,14 @@ import pytest
 import torch
 from helpers import tiny_model
 
-from segllm_training.batch import Sample, SampleRound, collate
-from segllm_training.losses import LossWeights, batch_iou, dice_loss, forward_batch, mask_loss
+from segllm_training.trainer.batch import Sample, SampleRound, collate
+from segllm_training.trainer.losses import (
+    LossWeights,
+    batch_iou,
+    dice_loss,
+    forward_batch,
+    mask_loss,
+)
 
 BIG = 30.0  # logit saturating the sigmoid: 0/1 predictions
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from segllm_training.batch import IGNORE_INDEX, Batch
+from segllm_training.trainer.batch import IGNORE_INDEX, Batch
 
 
 @dataclass
