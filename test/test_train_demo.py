@@ -13,7 +13,7 @@ from helpers import ROOT
 
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.eval.shape_probe import main as shape_probe_main
-from segllm_training.trainer.build import model_config
+from segllm_training.trainer.build import ModelSource, build_model, model_config
 from segllm_training.trainer.config import TrainConfig
 from segllm_training.trainer.loop import lr_factor, read_metrics, train
 
@@ -127,6 +127,8 @@ def test_stage_files_and_overrides_reach_the_config_and_bad_ones_are_named():
         TrainConfig.load(STAGE2, ["optim.no_such_setting=1"])
     with pytest.raises(ValueError, match="unknown SamConfig keys"):
         model_config(TrainConfig.load(STAGE2, ["model.overrides.sam.no_such_switch=1"]).model)
+    with pytest.raises(ValueError, match="grow_from needs the grown model's config"):
+        build_model(ModelSource(checkpoint="models/demo", grow_from="runs/demo-stage1/final"))
 
 
 def test_kept_exports_give_the_prompt_trajectory(tmp_path, capsys):

@@ -64,14 +64,11 @@ class TrainingModule(nn.Module):
         return forward_batch(self.model, batch, self.weights)
 
 
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float,
-              min_progress: float = 0.0) -> float:
-    """Linear warmup, then cosine from 1 down to ``min_ratio``; the cosine's progress is the
-    further of the step's and ``min_progress`` (the demo trainer's share of its time budget)."""
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup, then cosine from 1 down to ``min_ratio`` at ``total`` steps."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = max((step - warmup) / max(1, total - warmup), min_progress)
-    progress = min(1.0, max(0.0, progress))
+    progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
