@@ -54,8 +54,9 @@ export-demo: install
 # is so are in config/train/demo_stage1.yaml and demo_stage2.yaml. Steps, not the clock, end
 # each stage and drive its schedule, so a rerun gives the same weights. A run folder that
 # exists is resumed (a finished one is only exported again): delete runs/demo-stage1 and
-# runs/demo-stage2 to train from scratch.
-DEMO_TRAIN = $(VPY) -m segllm_training.train
+# runs/demo-stage2 to train from scratch. TRAIN_ARGS go to both stages, e.g.
+# TRAIN_ARGS="--set keep_exports=true" keeps a model at every checkpoint (runs/*/steps/).
+DEMO_TRAIN = $(VPY) -m segllm_training.train $(TRAIN_ARGS)
 train-demo: install
 	$(DEMO_TRAIN) --config config/train/demo_stage1.yaml --out runs/demo-stage1
 	$(DEMO_TRAIN) --config config/train/demo_stage2.yaml --out runs/demo-stage2
