@@ -53,7 +53,7 @@ from segllm_ros.runtime.base import Runtime
 from segllm_ros.runtime.static_cache import StaticCacheConfig
 from segllm_ros.runtime.torch_runtime import TorchRuntime
 from segllm_training.tabletop import TabletopConfig
-from segllm_training.train_demo import demo_tokenizer
+from segllm_training.trainer.build import demo_tokenizer
 
 NAMES = ["red mug", "blue bowl", "green bottle", "white plate", "black phone", "yellow cup"]
 DEFAULT_CONFIG = ROOT / "config" / "models" / "segllm_7b_sam_vit_h.yaml"

@@ -7,8 +7,8 @@ Why: ``build`` parallelises over images with multiprocessing; this measures whet
 on this machine, on the real path a user runs: the CLI (``python -m segllm_training.mrseg
 build``) in a fresh process, reading a ``refs(unc).p`` + ``instances.json`` pair written in the
 real format (about 20k images like RefCOCO, 2-7 ellipse objects each, polygons decoded by
-pycocotools), writing JSON Lines. The CLI runs from this checkout: a temporary folder maps the
-name ``segllm_training`` onto ``training/`` (as the packaging does).
+pycocotools), writing JSON Lines. The CLI runs from this checkout (``training/`` and the root
+first on ``PYTHONPATH``).
 Reported per worker count: wall seconds (median of ``--repeats``), conversations, conv/s,
 and the output's SHA-256 (the same for every worker count: the build is deterministic).
 The machine may be shared (other jobs): medians, and the CPU count is recorded.
@@ -31,17 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    link = tmp / "pkgs" / "segllm_training"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.exists():
-        link.symlink_to(ROOT / "training", target_is_directory=True)
-    path = os.pathsep.join([str(link.parent), str(ROOT), os.environ.get("PYTHONPATH", "")])
+def _env() -> dict[str, str]:
+    path = os.pathsep.join([str(ROOT / "training"), str(ROOT), os.environ.get("PYTHONPATH", "")])
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
 
 
 def write_dataset(root: Path, images: int, seed: int) -> dict:
-    sys.path[:0] = [str(root.parent / "pkgs"), str(ROOT)]
+    sys.path[:0] = [str(ROOT / "training"), str(ROOT)]
     import numpy as np
 
     from segllm_training.mrseg.fixtures import write_refer
@@ -75,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        env = _env(tmp)
+        env = _env()
         dataset = write_dataset(tmp / "refcoco", args.images, args.seed)
         runs = []
         for workers in args.workers:

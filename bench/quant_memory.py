@@ -34,7 +34,7 @@ from segllm_ros.model.quantize import quantize_llm, weight_nbytes
 from segllm_ros.model.segllm import SegLLMModel, add_special_tokens, build_llm
 from segllm_ros.paths import default_model_path
 from segllm_training.tabletop import TabletopConfig
-from segllm_training.train_demo import demo_tokenizer
+from segllm_training.trainer.build import demo_tokenizer
 
 CONFIG = ROOT / "config" / "models" / "segllm_7b_sam_vit_h.yaml"
 BF16 = 2

@@ -33,15 +33,15 @@ use_source_tree([ROOT / "bench" / ".deps"])  # segment-anything may be carried t
 from segllm_ros.model.config import SamConfig, SegLLMConfig  # noqa: E402
 from segllm_ros.model.segllm import SegLLMModel  # noqa: E402
 from segllm_ros.model.tokenizer import build_word_tokenizer  # noqa: E402
-from segllm_training.batch import Sample, SampleRound, collate  # noqa: E402
-from segllm_training.build import (  # noqa: E402
+from segllm_training.trainer.batch import Sample, SampleRound, collate  # noqa: E402
+from segllm_training.trainer.build import (  # noqa: E402
     LoraSettings,
     TrainableSettings,
     count_parameters,
     enable_checkpointing,
     setup_trainable,
 )
-from segllm_training.losses import LossWeights, forward_batch  # noqa: E402
+from segllm_training.trainer.losses import LossWeights, forward_batch  # noqa: E402
 
 WORDS = ["the", "red", "green", "blue", "square", "circle", "left", "right", "of", "to",
          "output", "round", "instance", "again"]

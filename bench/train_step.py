@@ -1,6 +1,6 @@
 """Cost of one demo training step, per setting the demo recipe chooses between.
 
-    .venv/bin/python bench/train_step.py [--config config/demo_model.yaml]
+    .venv/bin/python bench/train_step.py [--config config/train/demo_stage1.yaml]
         [--checkpoint models/demo] --out bench/results [--repeats 3] [--steps 6]
         [--batch-size 8]
 
@@ -13,9 +13,9 @@ on the same batches, so the ratios hold even when the machine's speed drifts:
 
 * every repeat times ``--steps`` steps of each setting (after one warm-up step, not
   recorded); the setting that goes first rotates between repeats;
-* a step is the trainer's own (``train_demo.train_step``: forward, backward, gradient
-  clipping, AdamW), timed with ``time.perf_counter``; making the batch (scene generation) is
-  timed apart, as ``data_s``;
+* a step is the trainer's own (``segllm_training.trainer.loop.train_step``: forward,
+  backward, gradient clipping, AdamW, on one CPU process), timed with ``time.perf_counter``;
+  making the batch (scene generation) is timed apart, as ``data_s``;
 * the CPU time the hypervisor took from this VM (``steal`` in ``/proc/stat``) is reported as
   a share of the run, because a shared 2-core machine slows down 2 threads first.
 """
@@ -32,17 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from rounds import machine_info  # also puts this checkout first on sys.path
 
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.batch import Batch, collate
-from segllm_training.train_demo import (
-    DemoTrainConfig,
-    conversation_stream,
-    load_experiment,
-    to_sample,
-    train_step,
-)
+from segllm_training.trainer.batch import Batch, collate
+from segllm_training.trainer.config import TrainConfig
+from segllm_training.trainer.data import Source, TabletopStream
+from segllm_training.trainer.loop import TrainingModule, train_step
 
 BASELINE = "1 thread, re-decode, subnormals kept"
 
@@ -63,35 +60,37 @@ def label(threads: int, redecode: bool, flush: bool) -> str:
             f"subnormals {'flushed' if flush else 'kept'}")
 
 
-def time_steps(model: SegLLMModel, batches: list[Batch], opt: torch.optim.Optimizer,
-               cfg: DemoTrainConfig, threads: int, flush: bool) -> list[float]:
+def time_steps(module: TrainingModule, batches: list[Batch], opt: torch.optim.Optimizer,
+               cfg: TrainConfig, threads: int, flush: bool) -> list[float]:
     """Seconds per trainer step (:func:`train_step`) on ``batches`` (the first is a warm-up)."""
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush)
+    accelerator = Accelerator(cpu=True)
+    params = [p for p in module.parameters() if p.requires_grad]
     times = []
     for i, batch in enumerate(batches):
         start = time.perf_counter()
-        train_step(model, batch, opt, cfg, i)
+        train_step(accelerator, module, opt, params, [batch], cfg, i)
         times.append(time.perf_counter() - start)
     return times[1:]
 
 
 def run(config_path: str, checkpoint: str, repeats: int, steps: int,
         batch_size: int) -> dict[str, Any]:
-    _, cfg = load_experiment(config_path)
+    cfg = TrainConfig.load(config_path)
     model = SegLLMModel.from_pretrained(checkpoint).train()
     # A small rate: the steps should keep the checkpoint's sharpness, not retrain it.
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    stream = conversation_stream(0, cfg.tabletop)
+    stream = TabletopStream([Source(s) for s in cfg.data.sources], seed=0)
     data_s, batches = [], []
     for _ in range(steps + 1):
         start = time.perf_counter()
-        samples = [to_sample(next(stream)) for _ in range(batch_size)]
+        samples = stream.next_batch(batch_size)
         data_s.append(time.perf_counter() - start)
         batches.append(collate(samples, model))
-    step_cfg = {redecode: replace(cfg, loss=replace(cfg.loss, reference=cfg.loss.reference
-                                                   if redecode else 0.0))
-                for redecode in (True, False)}
+    modules = {redecode: TrainingModule(model, replace(cfg.loss, reference=cfg.loss.reference
+                                                       if redecode else 0.0))
+               for redecode in (True, False)}
 
     settings = list(itertools.product((1, 2), (True, False), (False, True)))
     times: dict[tuple[int, bool, bool], list[float]] = {key: [] for key in settings}
@@ -99,7 +98,7 @@ def run(config_path: str, checkpoint: str, repeats: int, steps: int,
     for r in range(repeats):
         for key in settings[r % len(settings):] + settings[: r % len(settings)]:
             threads, redecode, flush = key
-            times[key] += time_steps(model, batches, opt, step_cfg[redecode], threads, flush)
+            times[key] += time_steps(modules[redecode], batches, opt, cfg, threads, flush)
     steal1, total1 = cpu_ticks()
     base = statistics.median(times[1, True, False])
     table = [{"setting": label(*key), "threads": key[0], "reference_redecode": key[1],
@@ -145,7 +144,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="config/demo_model.yaml")
+    parser.add_argument("--config", default="config/train/demo_stage1.yaml",
+                        help="the demo stage whose data and loss are timed")
     parser.add_argument("--checkpoint", default="models/demo",
                         help="trained model whose steps are timed")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))

@@ -1,31 +1,18 @@
 """Shared pytest setup.
 
-Tests run against the source tree: the repository root goes first on ``sys.path`` and
-``training/`` is registered as ``segllm_training`` exactly as the packaging maps it. The
+Tests run against the source tree: pytest's ``pythonpath`` (pyproject.toml) puts the repository
+root and ``training/`` (which holds the ``segllm_training`` package) first on ``sys.path``. The
 compiled interfaces (``segllm_ros.msg``/``.srv``/``.action``) come from the installed package
 (``make install``), merged in by ``segllm_ros.__init__``'s ``extend_path``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-if "segllm_training" not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(
-        "segllm_training",
-        ROOT / "training" / "__init__.py",
-        submodule_search_locations=[str(ROOT / "training")],
-    )
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules["segllm_training"] = _module
-    _spec.loader.exec_module(_module)
 
 # DDS stays on loopback, on a domain no other run uses.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"

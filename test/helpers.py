@@ -11,7 +11,7 @@ import yaml
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.tabletop import TabletopConfig
-from segllm_training.train_demo import demo_tokenizer
+from segllm_training.trainer.build import demo_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "config" / "demo_model.yaml"

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.train_demo import demo_tokenizer, load_experiment
+from segllm_training.trainer.build import build_model
+from segllm_training.trainer.config import TrainConfig
+from segllm_training.trainer.loop import source_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "rounds.py"
@@ -26,10 +27,12 @@ ROUNDS = 3
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained model with the demo architecture, built like ``train_demo`` builds it."""
-    model_cfg, train_cfg = load_experiment(ROOT / "config" / "demo_model.yaml")
+    """An untrained model with the demo architecture, built like the trainer builds the
+    demo recipe's first stage (the context blocks put back)."""
+    cfg = TrainConfig.load(ROOT / "config" / "train" / "demo_stage1.yaml")
+    cfg.model.overrides = {}
     torch.manual_seed(0)
-    model = SegLLMModel.build(model_cfg, demo_tokenizer(model_cfg, train_cfg.tabletop))
+    model = build_model(cfg.model, source_vocabulary(cfg))
     path = tmp_path_factory.mktemp("tiny_model")
     model.save_pretrained(path)
     return path

@@ -17,7 +17,7 @@ from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
 from segllm_ros.engine.history import Frame
 from segllm_ros.interface.mask_codec import mask_iou
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.tabletop_eval import evaluate, held_out
+from segllm_training.eval.tabletop_eval import evaluate, held_out
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,11 @@ from segllm_ros.model.config import SamConfig, SegLLMConfig
 from segllm_ros.model.processing import encode_frame, reference_tokens
 from segllm_ros.model.sam import build_sam
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.batch import Sample, SampleRound, collate
-from segllm_training.losses import LossWeights, forward_batch
 from segllm_training.tabletop import TabletopConfig, generate_dataset
-from segllm_training.train_demo import demo_tokenizer, to_sample
+from segllm_training.tabletop.stream import to_sample
+from segllm_training.trainer.batch import Sample, SampleRound, collate
+from segllm_training.trainer.build import demo_tokenizer
+from segllm_training.trainer.losses import LossWeights, forward_batch
 
 
 def test_config_round_trip(tmp_path):

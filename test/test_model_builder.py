@@ -11,7 +11,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from segllm_ros.model.segllm import WEIGHTS_NAME, SegLLMModel, add_special_tokens, build_llm
 from segllm_training.tabletop import TabletopConfig
-from segllm_training.train_demo import demo_tokenizer
+from segllm_training.trainer.build import demo_tokenizer
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

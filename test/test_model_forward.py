@@ -14,7 +14,7 @@ from segllm_ros.model import transforms as T
 from segllm_ros.model.batch import IGNORE_INDEX
 from segllm_ros.model.losses import LossWeights, batch_iou, mask_loss
 from segllm_ros.runtime.torch_runtime import TorchRuntime
-from segllm_training.batch import Sample, SampleRound, collate
+from segllm_training.trainer.batch import Sample, SampleRound, collate
 
 
 def _sample() -> Sample:

@@ -230,16 +230,11 @@ def test_same_file_for_any_worker_count_and_seed_matters(data, tmp_path):
 
 
 _FORKED_SAM = """
-import importlib.util, sys
+import sys
 from pathlib import Path
 root, data, out = map(Path, sys.argv[1:4])
-sys.path[:0] = [str(root / "test"), str(root)]
-spec = importlib.util.spec_from_file_location(  # this checkout's package, as conftest loads it
-    "segllm_training", root / "training" / "__init__.py",
-    submodule_search_locations=[str(root / "training")])
-module = importlib.util.module_from_spec(spec)
-sys.modules["segllm_training"] = module
-spec.loader.exec_module(module)
+# this checkout first, as pytest's pythonpath puts it
+sys.path[:0] = [str(root / "test"), str(root), str(root / "training")]
 import torch
 from mrseg_data import tiny_config
 from segllm_training.mrseg.build import build

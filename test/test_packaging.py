@@ -125,7 +125,7 @@ def test_colcon_build_installs_a_ros_package(tmp_path):
     # Our __init__.py (extend_path) replaced rosidl's empty one; our modules sit beside msg/.
     assert (site / PKG / "__init__.py").read_bytes() == (ROOT / PKG / "__init__.py").read_bytes()
     assert (site / PKG / "node" / "segllm_node.py").is_file()
-    assert (site / "segllm_training" / "tabletop.py").is_file()
+    assert (site / "segllm_training" / "tabletop" / "scenes.py").is_file()
     node = prefix / "lib" / PKG / "segllm_node"
     assert node.is_file() and os.access(node, os.X_OK)
     for name in ("launch/segllm.launch.py", "config/segllm.yaml", "package.xml",

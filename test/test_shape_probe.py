@@ -9,15 +9,15 @@ import torch
 from helpers import DEMO_MODEL, tiny_model
 
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.shape_probe import (
+from segllm_training.eval.shape_probe import (
     _miss_kind,
     linear_probe_accuracy,
     miss_kinds,
     prompt_attributes,
     round_kinds,
 )
+from segllm_training.eval.tabletop_eval import held_out
 from segllm_training.tabletop import COLORS
-from segllm_training.tabletop_eval import held_out
 
 
 def test_linear_probe_reads_a_linear_code_and_not_noise():

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from segllm_training.ablation import main
+from segllm_training.experiments.ablation import main
 
 
 @pytest.mark.timeout(1800)  # three models trained: about 6 CPU minutes, more on a busy machine

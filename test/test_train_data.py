@@ -12,17 +12,6 @@ import pytest
 from helpers import tiny_model
 from train_helpers import tiny_config
 
-from segllm_training.batch import collate
-from segllm_training.data import (
-    Item,
-    MixtureSampler,
-    SampleConfig,
-    Source,
-    SourceConfig,
-    source_weights,
-    tabletop_item,
-    to_sample,
-)
 from segllm_training.mrseg import lisa
 from segllm_training.mrseg.schema import (
     INPUT_MASK_TOKEN,
@@ -32,7 +21,18 @@ from segllm_training.mrseg.schema import (
     write_conversations,
 )
 from segllm_training.tabletop import TabletopConfig, generate_dataset
-from segllm_training.train import read_metrics, train
+from segllm_training.trainer.batch import collate
+from segllm_training.trainer.data import (
+    Item,
+    MixtureSampler,
+    SampleConfig,
+    Source,
+    SourceConfig,
+    source_weights,
+    tabletop_item,
+    to_sample,
+)
+from segllm_training.trainer.loop import read_metrics, train
 
 H, W = 24, 32
 

@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from train_helpers import LAUNCHER, ROOT, env, run_training, tiny_config_dict, write_config
+from train_helpers import ROOT, env, run_training, tiny_config_dict, write_config
 
-from segllm_training.train import read_metrics
+from segllm_training.trainer.loop import read_metrics
 
 STEPS = 6
 
@@ -25,7 +25,7 @@ def test_distributed_two_processes_match_one_process(tmp_path):
     run_training(one, tmp_path / "one")
     port = str(random.randint(20000, 40000))
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_addr", "127.0.0.1", "--master_port", port, str(LAUNCHER),
+                    "--master_addr", "127.0.0.1", "--master_port", port, "-m",
                     "segllm_training.train", "--config", str(two), "--out",
                     str(tmp_path / "two"), "--no-progress"],
                    env=env(), cwd=ROOT, check=True, timeout=600, capture_output=True)

@@ -15,8 +15,8 @@ from segllm_ros.engine.engine import SegLLMEngine
 from segllm_ros.engine.history import Frame
 from segllm_ros.model.sam import build_sam
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.build import ModelSource, TrainableSettings
-from segllm_training.train import read_metrics, train
+from segllm_training.trainer.build import ModelSource, TrainableSettings
+from segllm_training.trainer.loop import read_metrics, train
 
 SAM = {"image_size": 64, "patch_size": 16, "encoder_embed_dim": 32, "encoder_depth": 2,
        "encoder_num_heads": 2, "encoder_global_attn_indexes": [1], "encoder_window_size": 2,

@@ -10,17 +10,17 @@ import torch
 from train_helpers import tiny_config
 
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.batch import collate
-from segllm_training.build import (
+from segllm_training.trainer.batch import collate
+from segllm_training.trainer.build import (
     DEFAULT_TRAINABLE,
     TrainableSettings,
     build_model,
     lora_layers,
     setup_trainable,
 )
-from segllm_training.data import MixtureSampler, Source
-from segllm_training.losses import LossWeights, forward_batch
-from segllm_training.train import source_vocabulary, train
+from segllm_training.trainer.data import MixtureSampler, Source
+from segllm_training.trainer.loop import source_vocabulary, train
+from segllm_training.trainer.losses import LossWeights, forward_batch
 
 FROZEN = ("vision_tower", "sam.image_encoder")
 

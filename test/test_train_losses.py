@@ -11,8 +11,8 @@ import torch
 from helpers import tiny_model
 
 from segllm_ros.model.losses import LossWeights, batch_iou, dice_loss, mask_loss
-from segllm_training.batch import Sample, SampleRound, collate
-from segllm_training.losses import forward_batch
+from segllm_training.trainer.batch import Sample, SampleRound, collate
+from segllm_training.trainer.losses import forward_batch
 
 BIG = 30.0  # logit saturating the sigmoid: 0/1 predictions
 

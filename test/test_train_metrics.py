@@ -11,14 +11,14 @@ import pytest
 import torch
 from train_helpers import tiny_config
 
-from segllm_training.build import ModelSource, build_model, export_checkpoint
-from segllm_training.evaluate import Report, RoundOutcome, main, report_rows, table
+from segllm_training.eval.evaluate import Report, RoundOutcome, main, report_rows, table
 from segllm_training.mrseg.schema import (
     ConversationRecord,
     RoundRecord,
     encode_mask,
     write_conversations,
 )
+from segllm_training.trainer.build import ModelSource, build_model, export_checkpoint
 
 
 def _mask(cells: list[tuple[int, int]]) -> np.ndarray:

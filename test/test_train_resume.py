@@ -22,7 +22,7 @@ from train_helpers import (
     write_config,
 )
 
-from segllm_training.train import NonFiniteLossError, read_metrics, train
+from segllm_training.trainer.loop import NonFiniteLossError, read_metrics, train
 
 STEPS = 16
 

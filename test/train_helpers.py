@@ -1,4 +1,4 @@
-"""What the training tests share: the tiny tabletop experiment and a launcher for
+"""What the training tests share: the tiny tabletop experiment and the environment of
 subprocesses that run this checkout's ``segllm_training`` (not an installed copy)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import yaml
 
-from segllm_training.train_config import TrainConfig
+from segllm_training.trainer.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "config" / "train" / "tabletop_tiny.yaml"
-LAUNCHER = ROOT / "bench" / "source_tree.py"
+SOURCE_PATHS = (ROOT, ROOT / "training")   # as pytest's pythonpath (pyproject.toml)
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -37,13 +37,15 @@ def tiny_config_dict(**overrides) -> dict:
 
 
 def env() -> dict[str, str]:
-    """One thread per process, loopback only, offline."""
+    """One thread per process, loopback only, offline, this checkout first on the path."""
+    path = [str(p) for p in SOURCE_PATHS] + [p for p in [os.environ.get("PYTHONPATH")] if p]
     return {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
-            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(path)}
 
 
 def train_command(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(LAUNCHER), "segllm_training.train", "--config", str(config),
+    return [sys.executable, "-m", "segllm_training.train", "--config", str(config),
             "--out", str(out), "--no-progress", *extra]
 
 

@@ -1,5 +1,5 @@
 """The input of ``SegLLMModel.forward``: whole conversations, teacher-forced, as tensors
-(``segllm_training.batch.collate`` builds it from conversations)."""
+(``segllm_training.trainer.batch.collate`` builds it from conversations)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ re-checked with the generator's own rules (:func:`positional_relation`,
 :func:`relation_singles_out`, :func:`vocabulary`), so the demo asks only questions the demo
 model was trained on, and each has exactly one true answer.
 
-Run: ``python -m segllm_training.make_demo_data --out data/demo``.
+Run: ``python -m segllm_training.tabletop.demo_data --out data/demo``.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def make_demo_data(out: Path) -> dict:
         records.append(_scene_record(name, seed, scene, f"demo-{index}", rounds, index > 1))
     data = {
         "description": "SegLLM ROS demo: two tabletop frames and scripted multi-round "
-                       "conversations (written by segllm_training.make_demo_data)",
+                       "conversations (written by segllm_training.tabletop.demo_data)",
         "generator": {"module": "segllm_training.tabletop", "config": asdict(CONFIG)},
         "scenes": records,
     }

@@ -5,7 +5,7 @@ history protocols: ``predicted`` (earlier rounds are the model's own outputs, as
 and ``ground_truth`` (earlier rounds are the true masks). ``blank_references`` zeroes the
 reference input, which shows whether the model uses it at all.
 
-    python -m segllm_training.tabletop_eval --checkpoint models/demo --n 50
+    python -m segllm_training.eval.tabletop_eval --checkpoint models/demo --n 50
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.data import tabletop_item
-from segllm_training.evaluate import RoundOutcome, RoundStats, run_conversation
+from segllm_training.eval.evaluate import RoundOutcome, RoundStats, run_conversation
 from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_dataset
-from segllm_training.train_demo import EVAL_SEED
+from segllm_training.tabletop.stream import EVAL_SEED
+from segllm_training.trainer.data import tabletop_item
 
 
 @dataclass

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
+from segllm_ros.model.batch import Batch
 from segllm_ros.model.losses import LossWeights
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.batch import Batch
 
 
 def forward_batch(model: SegLLMModel, batch: Batch, w: LossWeights

@@ -2,11 +2,11 @@
 learnt, whether its SAM image embedding carries object shape at all, and which words of the
 query reach the mask decoder.
 
-    python -m segllm_training.shape_probe --checkpoint models/demo [--out FILE.json]
+    python -m segllm_training.eval.shape_probe --checkpoint models/demo [--out FILE.json]
 
 Four measurements, all on data the trainer never sees:
 
-- ``misses``: held-out rounds 1-5 (:func:`segllm_training.tabletop_eval.held_out`, the model's
+- ``misses``: held-out rounds 1-5 (:func:`segllm_training.eval.tabletop_eval.held_out`, the model's
   own outputs as references) with IoU < 0.5, by what else the mask covers (> 30% of an object):
   an object of the target's colour but another shape, the target's twin, an object of the
   target's shape but another colour, another object, or nothing else (the target itself is
@@ -42,12 +42,12 @@ from segllm_ros.model.losses import batch_iou
 from segllm_ros.model.processing import sam_embedding
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.model.transforms import to_tensor
-from segllm_training.batch import Sample, SampleRound, collate
-from segllm_training.data import tabletop_item
-from segllm_training.evaluate import run_conversation
+from segllm_training.eval.evaluate import run_conversation
+from segllm_training.eval.tabletop_eval import held_out
 from segllm_training.tabletop import COLORS, SHAPES, Scene, TabletopConfig, generate_scene
-from segllm_training.tabletop_eval import held_out
-from segllm_training.train_demo import to_sample
+from segllm_training.tabletop.stream import to_sample
+from segllm_training.trainer.batch import Sample, SampleRound, collate
+from segllm_training.trainer.data import tabletop_item
 
 PROBE_SEED = 5  # scenes for the probe: a stream of their own
 
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--trajectory", type=Path, nargs="+", metavar="CHECKPOINT",
                         help="only prompt_attributes, one JSON line per checkpoint (e.g. the "
-                             "steps/* kept by train_demo --set train.keep_checkpoints=true)")
+                             "steps/* a run exported with --set keep_exports=true)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.trajectory:

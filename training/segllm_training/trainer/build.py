@@ -1,9 +1,10 @@
 """Build the model a training run starts from, and decide which of its weights train.
 
-Three starts: a model config (random weights: tests, the tabletop models, the GPU check),
-the real initialisation (LLaVA-1.5 HF folder + official SAM checkpoint) or a project
-checkpoint. LoRA goes into the LLM through ``peft``; exporting merges it into plain weights,
-so a trained run is an ordinary project checkpoint the engine loads.
+Three starts: a model config (random weights: tests, the tabletop models, the GPU check;
+optionally grown from an earlier stage's checkpoint), the real initialisation (LLaVA-1.5 HF
+folder + official SAM checkpoint) or a project checkpoint. LoRA goes into the LLM through
+``peft``; exporting merges it into plain weights, so a trained run is an ordinary project
+checkpoint the engine loads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
@@ -25,6 +27,9 @@ from segllm_ros.model.builders import from_llava, sam_config
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.model.tokenizer import WORD_PATTERN, build_word_tokenizer
+from segllm_training.tabletop import TabletopConfig
+from segllm_training.tabletop import vocabulary as tabletop_vocabulary
+from segllm_training.trainer.merge import merged
 
 # What the real recipe trains besides the LLM (LISA/SegLLM): everything new plus SAM's decoder.
 DEFAULT_TRAINABLE = ("projector", "mask_projector", "box_encoder", "seg_head",
@@ -34,14 +39,22 @@ LLM_MODES = ("lora", "full", "frozen")
 
 @dataclass
 class ModelSource:
-    """Where the weights come from (exactly one of ``config``/``llava``/``checkpoint``).
+    """Where the weights come from (exactly one of ``config``/``config_file``/``llava``/
+    ``checkpoint``).
 
     ``config``: a SegLLMConfig dict (random init; a tabletop word tokenizer is built for it).
+    ``config_file``: the same, read from the ``model:`` section of a YAML file (relative paths
+    are resolved against the experiment file), so stages of one recipe share one architecture.
+    ``grow_from`` (with ``config``/``config_file``): start from this checkpoint instead of
+    random weights; the config may add CNN context blocks, which start as the identity
+    (:meth:`SegLLMModel.grown_from`), and must otherwise match it.
     ``llava`` + ``sam_checkpoint``: the real initialisation; ``overrides`` sets SegLLMConfig
-    switches on top of it (or of ``config``).
+    switches on top of it (or of ``config``, merged into its nested sections).
     """
 
     config: dict | None = None
+    config_file: str | None = None
+    grow_from: str | None = None
     llava: str | None = None
     sam_checkpoint: str | None = None
     sam_variant: str = "vit_h"
@@ -77,12 +90,28 @@ def word_tokenizer(model_cfg: SegLLMConfig, words: Iterable[str]):
     return build_word_tokenizer(w for w in every if w != model_cfg.seg_token)
 
 
+def demo_tokenizer(model_cfg: SegLLMConfig, tabletop_cfg: TabletopConfig):
+    """The word tokenizer of a model trained on tabletop conversations only (the demo)."""
+    return word_tokenizer(model_cfg, tabletop_vocabulary(tabletop_cfg))
+
+
+def model_config(src: ModelSource) -> SegLLMConfig:
+    """The SegLLMConfig of a ``config``/``config_file`` source, overrides applied."""
+    data = src.config
+    if src.config_file:
+        data = yaml.safe_load(Path(src.config_file).read_text())["model"]
+    return SegLLMConfig.from_dict(merged(data, src.overrides))
+
+
 def build_model(src: ModelSource, vocabulary: Iterable[str] = ()) -> SegLLMModel:
     """The starting model, in training mode, fp32 (precision is the trainer's business);
     ``vocabulary`` feeds the word tokenizer of a model built from a config."""
-    chosen = [k for k in ("config", "llava", "checkpoint") if getattr(src, k)]
+    chosen = [k for k in ("config", "config_file", "llava", "checkpoint") if getattr(src, k)]
     if len(chosen) != 1:
-        raise ValueError(f"model source needs exactly one of config/llava/checkpoint, got {chosen}")
+        raise ValueError("model source needs exactly one of config/config_file/llava/checkpoint, "
+                         f"got {chosen}")
+    if src.grow_from and chosen[0] not in ("config", "config_file"):
+        raise ValueError("grow_from needs the grown model's config (config or config_file)")
     if src.checkpoint:
         model = SegLLMModel.from_pretrained(src.checkpoint)
         if src.overrides:
@@ -90,8 +119,10 @@ def build_model(src: ModelSource, vocabulary: Iterable[str] = ()) -> SegLLMModel
     elif src.llava:
         sam = dataclasses.replace(sam_config(src.sam_variant), **(src.sam or {}))
         model = from_llava(src.llava, src.sam_checkpoint, sam, **src.overrides)
+    elif src.grow_from:
+        model = SegLLMModel.grown_from(src.grow_from, model_config(src))
     else:
-        cfg = SegLLMConfig.from_dict({**src.config, **src.overrides})
+        cfg = model_config(src)
         model = SegLLMModel.build(cfg, word_tokenizer(cfg, vocabulary))
     return model.train()
 

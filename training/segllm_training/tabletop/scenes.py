@@ -58,7 +58,7 @@ from functools import cache
 import cv2
 import numpy as np
 
-from .relations import OVERLAP, RELATIONS, SAME, positional_relation
+from segllm_training.relations import OVERLAP, RELATIONS, SAME, positional_relation
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 """Shapes with distinct silhouettes even at 18 px: round, cornered, pointed, concave."""

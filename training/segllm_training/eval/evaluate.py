@@ -1,6 +1,6 @@
 """Per-round evaluation of a SegLLM checkpoint on MRSeg conversations (the paper's Table A4).
 
-    python -m segllm_training.evaluate --checkpoint runs/7b/final \\
+    python -m segllm_training.eval.evaluate --checkpoint runs/7b/final \\
         --data data/mrseg/refcoco_val.jsonl --image-root data/coco --out eval/7b
 
 Every round runs through the real inference engine, so the numbers are what the node
@@ -26,8 +26,8 @@ import numpy as np
 
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine, load_engine
 from segllm_ros.engine.history import Frame
-from segllm_training.data import DataError, Item, Source, SourceConfig
 from segllm_training.mrseg.schema import decode_mask
+from segllm_training.trainer.data import DataError, Item, Source, SourceConfig
 
 HISTORIES = ("ground_truth", "predicted")
 

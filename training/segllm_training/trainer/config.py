@@ -2,7 +2,9 @@
 errors so a typo never silently falls back to a default).
 
 Top-level sections: ``model`` (:class:`ModelSource`), ``trainable``, ``data``, ``optim``,
-``loss`` and the run settings; see ``config/train/*.yaml``.
+``loss`` and the run settings; see ``config/train/*.yaml``. ``extends: FILE`` (relative to
+the experiment file) starts from another experiment and changes what is listed, e.g. a
+recipe's second stage; command-line ``--set section.key=value`` overrides go on top.
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from segllm_training.build import ModelSource, TrainableSettings
-from segllm_training.data import SampleConfig, SourceConfig
-from segllm_training.losses import LossWeights
+from segllm_training.trainer.build import ModelSource, TrainableSettings
+from segllm_training.trainer.data import SampleConfig, SourceConfig
+from segllm_training.trainer.losses import LossWeights
+from segllm_training.trainer.merge import merged
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -28,6 +32,11 @@ class DataSettings:
     sources: list[SourceConfig] = field(default_factory=list)
     mixing: str = "uniform"                  # uniform per source (upstream) | proportional
     sample: SampleConfig = field(default_factory=SampleConfig)
+    stream: bool = False
+    """The demo recipe's order: one tabletop source, conversations drawn one after another
+    from one generator seeded with the run's ``seed``, whole conversations with a mask loss on
+    every round, the reference-token dropout drawn by the model (``sample`` does not apply).
+    Otherwise every sample is a pure function of (seed, index) (:class:`MixtureSampler`)."""
 
 
 @dataclass
@@ -59,6 +68,13 @@ class TrainConfig:
     log_every: int = 10
     max_bad_steps: int = 5                   # consecutive non-finite steps before giving up
     threads: int = 0                         # torch CPU threads (0: leave the default)
+    flush_denormal: bool = False
+    """Flush subnormal floats to zero on CPU: saturated sigmoids and softmaxes fill the
+    backward pass of a trained tabletop model with them, and x86 handles them slowly (up to
+    1.4x per step, ``bench/train_step.py``); only values below 1.2e-38 change."""
+    keep_exports: bool = False
+    """Also export the model at every checkpoint to ``out/steps/STEP`` (to follow a run, e.g.
+    ``shape_probe --trajectory``); ``out/final`` is always written."""
 
     def __post_init__(self) -> None:
         for name in ("precision", "frozen_dtype"):
@@ -68,11 +84,33 @@ class TrainConfig:
             raise ValueError("frozen_dtype below fp32 needs autocast (precision bf16/fp16)")
 
     @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        return from_dict(cls, yaml.safe_load(Path(path).read_text()) or {})
+    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+        """The experiment in ``path`` (with the one it ``extends``); ``overrides`` are
+        ``dotted.key=value`` strings, the value in YAML, e.g. ``optim.lr=0.0006``."""
+        data = read_experiment(Path(path))
+        for override in overrides:
+            key, sep, value = override.partition("=")
+            if not sep or not key or key.startswith(".") or key.endswith("."):
+                raise ValueError(f"override {override!r} is not KEY=VALUE (e.g. optim.lr=1e-3)")
+            tree = yaml.safe_load(value)
+            for name in reversed(key.split(".")):
+                tree = {name: tree}
+            data = merged(data, tree)
+        return from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def read_experiment(path: Path) -> dict:
+    """The YAML data of ``path`` on top of the file it ``extends``; ``model.config_file`` is
+    made absolute against the file that names it."""
+    data = yaml.safe_load(path.read_text()) or {}
+    model = data.get("model") or {}
+    if model.get("config_file"):
+        model["config_file"] = str((path.parent / model["config_file"]).resolve())
+    base = data.pop("extends", None)
+    return merged(read_experiment(path.parent / base), data) if base else data
 
 
 def from_dict(cls: type, data: Any) -> Any:

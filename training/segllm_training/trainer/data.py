@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 
 from segllm_ros.engine.references import resolve_references
-from segllm_training.batch import Sample, SampleRound
 from segllm_training.mrseg import lisa
 from segllm_training.mrseg.schema import (
     INPUT_MASK_TOKEN,
@@ -33,6 +32,8 @@ from segllm_training.mrseg.schema import (
     iter_conversations,
 )
 from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_conversation
+from segllm_training.tabletop.stream import to_sample as whole_conversation
+from segllm_training.trainer.batch import Sample, SampleRound
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,34 @@ class MixtureSampler:
         start = self.position + rank * size
         self.position += size * world
         return [self.sample(i) for i in range(start, start + size)]
+
+
+class TabletopStream:
+    """The demo recipe's data order (``data.stream``): tabletop conversations one after
+    another from one generator seeded with the run's seed, each a whole-conversation sample.
+    The state is the generator's, so a resumed run continues the same stream."""
+
+    def __init__(self, sources: list[Source], seed: int) -> None:
+        if len(sources) != 1 or sources[0].tabletop is None or sources[0].cfg.lisa:
+            raise ValueError("data.stream needs exactly one tabletop source without a LISA "
+                             "conversion")
+        self.cfg = sources[0].tabletop
+        self.rng = np.random.default_rng(seed)
+        self.position = 0
+        self.skipped = sources[0].skipped         # synthetic data: stays empty
+
+    def state_dict(self) -> dict:
+        return {"position": self.position, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position = int(state["position"])
+        self.rng.bit_generator.state = state["rng"]
+
+    def next_batch(self, size: int, rank: int = 0, world: int = 1) -> list[Sample]:
+        """This process's slice of the next ``size * world`` conversations."""
+        convs = [generate_conversation(self.rng, self.cfg) for _ in range(size * world)]
+        self.position += size * world
+        return [whole_conversation(c) for c in convs[rank * size:(rank + 1) * size]]
 
 
 def to_sample(item: Item, rng: np.random.Generator | None = None,

@@ -1,21 +1,17 @@
-r"""Train SegLLM at any scale: one process on a CPU, or many GPUs through ``accelerate``.
-
-    python -m segllm_training.train --config config/train/tabletop_tiny.yaml --out runs/tiny
-    torchrun --nproc_per_node 4 -m segllm_training.train \
-        --config config/train/segllm_7b_4gpu.yaml --out runs/7b
-    accelerate launch --config_file config/train/accelerate_zero2.yaml -m segllm_training.train ...
+"""The training loop, at any scale: one process on a CPU (the demo model, the tests), or many
+GPUs through ``accelerate`` (run it with ``python -m segllm_training.train``).
 
 The same loop serves all of them: ``accelerate`` picks DDP under ``torchrun`` (NCCL on GPUs,
 gloo on CPUs) and DeepSpeed ZeRO-2 under its launcher. A run directory holds
 ``checkpoints/step-N`` (model trainables, optimizer, scheduler, sampler, RNG; written
 atomically every ``checkpoint_every`` steps), ``metrics.jsonl``, ``tensorboard/`` and the final
-exported model ``final/`` (a project checkpoint the engine loads). Starting again with the
+exported model ``final/`` (a project checkpoint the engine loads, with ``train_log.json``:
+the metrics of this run after those of the checkpoint it grew from). Starting again with the
 same ``--out`` resumes from the newest checkpoint and continues the same run exactly.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -33,21 +29,22 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_training.batch import Batch, collate
-from segllm_training.build import (
+from segllm_training.tabletop import TabletopConfig
+from segllm_training.tabletop import vocabulary as tabletop_vocabulary
+from segllm_training.trainer.batch import Batch, collate
+from segllm_training.trainer.build import (
     build_model,
     count_parameters,
     enable_checkpointing,
     export_checkpoint,
     setup_trainable,
 )
-from segllm_training.data import MixtureSampler, Source
-from segllm_training.losses import LossWeights, forward_batch
-from segllm_training.tabletop import TabletopConfig
-from segllm_training.tabletop import vocabulary as tabletop_vocabulary
-from segllm_training.train_config import TrainConfig
+from segllm_training.trainer.config import TrainConfig
+from segllm_training.trainer.data import MixtureSampler, Source, TabletopStream
+from segllm_training.trainer.losses import LossWeights, forward_batch
 
 log = logging.getLogger("segllm_training.train")
+TRAIN_LOG = "train_log.json"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -67,14 +64,11 @@ class TrainingModule(nn.Module):
         return forward_batch(self.model, batch, self.weights)
 
 
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float,
-              min_progress: float = 0.0) -> float:
-    """Linear warmup, then cosine from 1 down to ``min_ratio``; the cosine's progress is the
-    further of the step's and ``min_progress`` (the demo trainer's share of its time budget)."""
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup, then cosine from 1 down to ``min_ratio`` at ``total`` steps."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = max((step - warmup) / max(1, total - warmup), min_progress)
-    progress = min(1.0, max(0.0, progress))
+    progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -200,15 +194,14 @@ def prepare_model(cfg: TrainConfig) -> SegLLMModel:
     return model
 
 
-def _accumulate(accelerator: Accelerator, module: nn.Module, model: SegLLMModel,
-                sampler: MixtureSampler, cfg: TrainConfig, step: int
-                ) -> tuple[bool, list[dict]]:
-    """Forward and backward of this step's micro-batches (this process's slice of each
-    global batch); False when any process saw a non-finite loss."""
+def train_step(accelerator: Accelerator, module: nn.Module, optimizer: torch.optim.Optimizer,
+               params: list[nn.Parameter], batches: list[Batch], cfg: TrainConfig, step: int
+               ) -> tuple[bool, list[dict]]:
+    """One optimizer step on this process's micro-batches (forward, backward, gradient
+    clipping, optimizer); False, with the weights unchanged, when any process saw a
+    non-finite loss or gradient norm. Also what ``bench/train_step.py`` times."""
     finite, metrics_list = True, []
-    rank, world = accelerator.process_index, accelerator.num_processes
-    for _ in range(cfg.optim.grad_accum):
-        batch = collate(sampler.next_batch(cfg.per_device_batch, rank, world), model)
+    for batch in batches:
         with accelerator.accumulate(module):
             loss, metrics = module(batch.to(accelerator.device))
             if _all_finite(accelerator, loss.detach()):
@@ -223,7 +216,45 @@ def _accumulate(accelerator: Accelerator, module: nn.Module, model: SegLLMModel,
                                              "checkpoint is intact")
                 loss = loss * 0  # keeps every process's collectives in step; discarded
             accelerator.backward(loss)
+    if finite:
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip)
+        if grad_norm is not None:
+            finite = _all_finite(accelerator, torch.as_tensor(grad_norm).float())
+        if not finite:
+            log.error("step %d: non-finite gradient norm; step skipped, weights unchanged", step)
+    if finite:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     return finite, metrics_list
+
+
+def make_sampler(cfg: TrainConfig, model: SegLLMModel) -> MixtureSampler | TabletopStream:
+    skipped: Counter = Counter()                  # broken data of every source, counted
+    sources = [Source(s, skipped) for s in cfg.data.sources]
+    if cfg.data.stream:
+        return TabletopStream(sources, cfg.seed)
+    return MixtureSampler(sources, cfg.data.mixing, cfg.seed, cfg.data.sample,
+                          model.config.reference_token_dropout)
+
+
+def earlier_stages(cfg: TrainConfig) -> list[dict]:
+    """The training log of the checkpoint this run grows from (empty for a fresh start)."""
+    path = Path(cfg.model.grow_from or "") / TRAIN_LOG
+    return json.loads(path.read_text()) if cfg.model.grow_from and path.is_file() else []
+
+
+def _first_step(earlier: list[dict]) -> int:
+    return earlier[-1]["step"] + 1 if earlier else 0
+
+
+def export(model: SegLLMModel, directory: Path, earlier: list[dict], records: list[dict]
+           ) -> None:
+    """The model as a project checkpoint, with the training log of every stage so far (steps
+    counted from the first stage's start)."""
+    first, stage = _first_step(earlier), earlier[-1].get("stage", 0) + 1 if earlier else 0
+    log_ = earlier + [{**r, "step": first + r["step"], "stage": stage} for r in records]
+    export_checkpoint(model, directory)
+    (directory / TRAIN_LOG).write_text(json.dumps(log_))
 
 
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMModel:
@@ -238,6 +269,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMMod
         kwargs_handlers=[ddp], step_scheduler_with_optimizer=False)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(cfg.flush_denormal)
     set_seed(cfg.seed)
     main = accelerator.is_main_process
     if main:
@@ -250,10 +282,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMMod
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
         s, cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.min_lr_ratio))
-    skipped: Counter = Counter()                  # broken data of every source, counted
-    sources = [Source(s, skipped) for s in cfg.data.sources]
-    sampler = MixtureSampler(sources, cfg.data.mixing, cfg.seed, cfg.data.sample,
-                             model.config.reference_token_dropout)
+    sampler = make_sampler(cfg, model)
     module = TrainingModule(model, cfg.loss)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # No DataLoader goes through accelerate, so DeepSpeed's "auto" values are set here.
@@ -276,25 +305,18 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMMod
     if main:
         log.info("parameters: %s", count_parameters(model))
 
+    earlier = earlier_stages(cfg)
     bad_steps = 0
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
                disable=not (progress and main), desc="train")
     for step in bar:
         t0 = time.perf_counter()
-        finite, step_metrics = _accumulate(accelerator, module, model, sampler, cfg, step)
-        if finite:
-            grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip)
-            if grad_norm is not None:
-                finite = _all_finite(accelerator, torch.as_tensor(grad_norm).float())
-            if not finite:
-                log.error("step %d: non-finite gradient norm; step skipped, weights unchanged",
-                          step)
-        if finite:
-            optimizer.step()
-            bad_steps = 0
-        else:
-            bad_steps += 1
-        optimizer.zero_grad(set_to_none=True)
+        batches = [collate(sampler.next_batch(cfg.per_device_batch, accelerator.process_index,
+                                              accelerator.num_processes), model)
+                   for _ in range(cfg.optim.grad_accum)]
+        finite, step_metrics = train_step(accelerator, module, optimizer, params, batches, cfg,
+                                          step)
+        bad_steps = 0 if finite else bad_steps + 1
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         record = _global_mean(accelerator, step_metrics)
@@ -313,31 +335,16 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMMod
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps:
             _check_weights(model)
             checkpoints.save(accelerator, step + 1)
+            if cfg.keep_exports and main:
+                export(model, out / "steps" / str(_first_step(earlier) + step + 1), earlier,
+                       read_metrics(out))
     metrics_log.close()
     if writer is not None:
         writer.close()
     unwrapped = accelerator.unwrap_model(module).model
     if main:
-        export_checkpoint(unwrapped, out / "final")
+        export(unwrapped, out / "final", earlier, read_metrics(out))
     accelerator.wait_for_everyone()
     if sampler.skipped and main:
         log.warning("skipped conversations: %s", dict(sampler.skipped))
     return unwrapped.eval()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="experiment YAML (config/train/)")
-    parser.add_argument("--out", required=True, help="run directory (resumed if present)")
-    parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = TrainConfig.load(args.config)
-    if args.max_steps:
-        cfg.max_steps = args.max_steps
-    train(cfg, args.out, progress=not args.no_progress)
-
-
-if __name__ == "__main__":
-    main()

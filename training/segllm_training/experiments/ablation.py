@@ -1,7 +1,8 @@
-"""The mask-encoding ablation on tabletop scenes with identical twins (cf. SegLLM Table A4).
+r"""The mask-encoding ablation on tabletop scenes with identical twins (cf. SegLLM Table A4).
 
-    python -m segllm_training.ablation --quick          # minutes on a CPU
-    python -m segllm_training.ablation --config config/train/tabletop_demo.yaml --steps 4000
+    python -m segllm_training.experiments.ablation --quick          # minutes on a CPU
+    python -m segllm_training.experiments.ablation --config config/train/tabletop_demo.yaml \
+        --steps 4000
 
 Same data stream, steps, batch and optimiser for every variant (equal budget):
 
@@ -30,8 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
-from segllm_training.data import Item, tabletop_item
-from segllm_training.evaluate import (
+from segllm_training.eval.evaluate import (
     HISTORIES,
     Report,
     report_rows,
@@ -41,9 +41,10 @@ from segllm_training.evaluate import (
 )
 from segllm_training.mrseg import lisa
 from segllm_training.tabletop import TabletopConfig, generate_dataset
-from segllm_training.train import train
-from segllm_training.train_config import TrainConfig
-from segllm_training.train_demo import EVAL_SEED  # held out from every training stream
+from segllm_training.tabletop.stream import EVAL_SEED  # held out from every training stream
+from segllm_training.trainer.config import TrainConfig
+from segllm_training.trainer.data import Item, tabletop_item
+from segllm_training.trainer.loop import train
 
 QUICK_CONFIG = Path("config") / "train" / "tabletop_tiny.yaml"  # in the repository root
 RIGHT_IOU = 0.6   # an earlier answer counts as right above this (both twins: 0.5)
@@ -181,7 +182,7 @@ def _percent(value: float) -> str:
 
 
 def quick_config(steps: int) -> TrainConfig:
-    source_tree = Path(__file__).resolve().parents[1] / QUICK_CONFIG
+    source_tree = Path(__file__).resolve().parents[3] / QUICK_CONFIG
     cfg = TrainConfig.load(QUICK_CONFIG if QUICK_CONFIG.is_file() else source_tree)
     cfg.max_steps = steps
     cfg.checkpoint_every = steps

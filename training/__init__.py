@@ -1,1 +1,0 @@
-"""segllm_training: MRSeg data generation, SegLLM training and per-round evaluation."""
