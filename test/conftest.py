@@ -1,5 +1,11 @@
 """Shared pytest setup.
 
+Tests are grouped by folder, and each folder is a marker (``pytest -m ros``, ``-m "not
+training"``): ``unit`` (plain-Python engine, codecs, model and runtime on tiny real models),
+``ros`` (the node and the demo over real DDS, the launch file), ``training`` (data, trainer,
+evaluation; they show learning), ``mrseg`` (the dataset generator), ``deploy`` (ONNX, TensorRT,
+packaging, benchmark scripts).
+
 Tests run against the source tree: pytest's ``pythonpath`` (pyproject.toml) puts the repository
 root and ``training/`` (which holds the ``segllm_training`` package) first on ``sys.path``. The
 compiled interfaces (``segllm_ros.msg``/``.srv``/``.action``) come from the installed package
@@ -32,3 +38,14 @@ def demo_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo_onnx")
     export_checkpoint(ROOT / "models" / "demo", out)
     return out
+
+
+GROUPS = ("unit", "ros", "training", "mrseg", "deploy")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its folder's group."""
+    for item in items:
+        group = Path(item.path).relative_to(ROOT / "test").parts[0]
+        if group in GROUPS:
+            item.add_marker(getattr(pytest.mark, group))

@@ -7,8 +7,7 @@ import dataclasses
 
 import numpy as np
 import torch
-from helpers import tiny_model
-from test_model import _tiny_llava_folder
+from helpers import tiny_llava_folder, tiny_model
 from train_helpers import tiny_config
 
 from segllm_ros.engine.engine import SegLLMEngine
@@ -25,7 +24,7 @@ SAM = {"image_size": 64, "patch_size": 16, "encoder_embed_dim": 32, "encoder_dep
 
 
 def test_lora_training_from_llava_and_sam_checkpoints(tmp_path):
-    _tiny_llava_folder(tmp_path / "llava", tiny_model().tokenizer)
+    tiny_llava_folder(tmp_path / "llava", tiny_model().tokenizer)
     cfg = tiny_config(max_steps=30, checkpoint_every=1000, per_device_batch=4)
     sam_cfg = dataclasses.replace(tiny_model().config.sam, image_encoder="vit", **SAM)
     torch.manual_seed(2)

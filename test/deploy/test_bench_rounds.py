@@ -20,7 +20,7 @@ from segllm_training.trainer.build import build_model
 from segllm_training.trainer.config import TrainConfig
 from segllm_training.trainer.loop import source_vocabulary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "rounds.py"
 ROUNDS = 3
 

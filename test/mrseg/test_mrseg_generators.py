@@ -254,7 +254,7 @@ def test_forked_workers_do_not_hang_after_parent_used_torch(data, tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = tmp_path / "vg.jsonl"
     args = [sys.executable, "-c", _FORKED_SAM, str(root), str(data / "vg"), str(out)]
     proc = subprocess.Popen(

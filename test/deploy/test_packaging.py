@@ -25,7 +25,7 @@ from segllm_ros.launch_args import OVERRIDES
 from segllm_ros.msg import SegmentationQuery, SegmentationResult
 from segllm_ros.node.params import NodeParams
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PKG = "segllm_ros"
 PY_DIR = Path("lib") / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 # Folders that are build outputs or environments, never sources (used when git is unavailable).

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import demo_config, random_image, tiny_model
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from helpers import demo_config, random_image, tiny_llava_folder, tiny_model
 
 from segllm_ros.model import transforms as T
 from segllm_ros.model.builders import from_llava, load_sam_checkpoint
@@ -110,25 +109,9 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
         SegLLMModel.from_pretrained(tmp_path)
 
 
-def _tiny_llava_folder(path, tokenizer):
-    cfg = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                       num_attention_heads=2, image_size=32, patch_size=8,
-                                       projection_dim=16),
-        text_config=LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                num_attention_heads=4, num_key_value_heads=4,
-                                vocab_size=len(tokenizer), pad_token_id=0),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
-    torch.manual_seed(1)
-    llava = LlavaForConditionalGeneration(cfg)
-    llava.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return llava
-
-
 def test_llava_and_sam_builders_copy_every_weight(tmp_path):
     tokenizer = tiny_model().tokenizer
-    llava = _tiny_llava_folder(tmp_path / "llava", tokenizer)
+    llava = tiny_llava_folder(tmp_path / "llava", tokenizer)
     sam_cfg = SamConfig(image_encoder="vit", image_size=64, patch_size=16, encoder_embed_dim=32,
                         encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1],
                         encoder_window_size=2, prompt_embed_dim=32, decoder_mlp_dim=64,

@@ -32,7 +32,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import parameter_value_to_python
 from ros_helpers import ensure_rclpy, wait_future
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "segllm.launch.py"
 NODE = "/segllm/segllm"
 STARTUP_S = 120.0

@@ -20,7 +20,7 @@ import pytest
 
 from segllm_ros.paths import default_model_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO_TIMEOUT_S = 240  # the demo promises < 3 minutes
 
 
