@@ -35,6 +35,7 @@ test: install
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Per-round latency (torch, ONNX Runtime), node overhead vs memcpy, memory per conversation,
 # demo training step cost.

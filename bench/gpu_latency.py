@@ -58,14 +58,33 @@ from segllm_training.trainer.build import demo_tokenizer
 NAMES = ["red mug", "blue bowl", "green bottle", "white plate", "black phone", "yellow cup"]
 DEFAULT_CONFIG = ROOT / "config" / "models" / "segllm_7b_sam_vit_h.yaml"
 TINY = {  # same structure, toy sizes: checks the script on a CPU
-    "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-               "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
-    "llm": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 4},
-    "sam": {"image_size": 64, "encoder_embed_dim": 32, "encoder_depth": 2,
-            "encoder_num_heads": 2, "encoder_global_attn_indexes": [1],
-            "encoder_window_size": 2, "prompt_embed_dim": 32, "decoder_mlp_dim": 64,
-            "decoder_num_heads": 2, "iou_head_hidden_dim": 32},
+    "vision": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 28,
+        "patch_size": 14,
+    },
+    "llm": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+    },
+    "sam": {
+        "image_size": 64,
+        "encoder_embed_dim": 32,
+        "encoder_depth": 2,
+        "encoder_num_heads": 2,
+        "encoder_global_attn_indexes": [1],
+        "encoder_window_size": 2,
+        "prompt_embed_dim": 32,
+        "decoder_mlp_dim": 64,
+        "decoder_num_heads": 2,
+        "iou_head_hidden_dim": 32,
+    },
 }
 
 
@@ -74,8 +93,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ms(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2
-            ) -> dict[str, float]:
+def time_ms(
+    fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2
+) -> dict[str, float]:
     """Median/min wall ms of ``fn`` with the device synchronised around each call."""
     for _ in range(warmup):
         fn()
@@ -100,8 +120,10 @@ def hardware_rates(device: torch.device, tiny: bool) -> dict[str, float]:
     a = torch.randn(k, k, device=device, dtype=torch.bfloat16)
     b = torch.randn(k, k, device=device, dtype=torch.bfloat16)
     mm = time_ms(lambda: a @ b, device, repeats=10)
-    return {"copy_bytes_per_s": 2 * n / (copy["median_ms"] / 1e3),
-            "bf16_flop_per_s": 2 * k**3 / (mm["median_ms"] / 1e3)}
+    return {
+        "copy_bytes_per_s": 2 * n / (copy["median_ms"] / 1e3),
+        "bf16_flop_per_s": 2 * k**3 / (mm["median_ms"] / 1e3),
+    }
 
 
 def floors(model: SegLLMModel, rates: dict[str, float]) -> dict[str, Any]:
@@ -113,10 +135,12 @@ def floors(model: SegLLMModel, rates: dict[str, float]) -> dict[str, Any]:
     sam_flops = counter.get_total_flops()
     # A copy moves each byte twice (read + write); its bytes/s is the rate one weight read
     # per round can reach.
-    return {"llm_weight_bytes": llm_bytes,
-            "llm_weight_read_ms": llm_bytes / rates["copy_bytes_per_s"] * 1e3,
-            "sam_encoder_flops": sam_flops,
-            "sam_encoder_compute_ms": sam_flops / rates["bf16_flop_per_s"] * 1e3}
+    return {
+        "llm_weight_bytes": llm_bytes,
+        "llm_weight_read_ms": llm_bytes / rates["copy_bytes_per_s"] * 1e3,
+        "sam_encoder_flops": sam_flops,
+        "sam_encoder_compute_ms": sam_flops / rates["bf16_flop_per_s"] * 1e3,
+    }
 
 
 # -------------------------------------------------------------------------------- model
@@ -141,8 +165,7 @@ def camera_frame(index: int, seed: int = 0) -> Frame:
 
 
 # ------------------------------------------------------------------------------ sections
-def engine_rounds(model: SegLLMModel | Runtime, conversations: int, rounds: int
-                  ) -> dict[str, Any]:
+def engine_rounds(model: SegLLMModel | Runtime, conversations: int, rounds: int) -> dict[str, Any]:
     """Rounds as the node runs them: every conversation starts on a new frame."""
     engine = SegLLMEngine(model, EngineConfig(mask_threshold=float("-inf")))
     turns = script_conversation(NAMES, rounds)
@@ -156,31 +179,41 @@ def engine_rounds(model: SegLLMModel | Runtime, conversations: int, rounds: int
         for _, result in timed:
             for k, v in result.timings_ms.items():
                 stages.setdefault(f"round{1 if result.round_index == 1 else 'N'}_{k}", []).append(v)
-    return {"round1_ms": statistics.median(first), "later_round_ms": statistics.median(later),
-            "stage_medians_ms": {k: statistics.median(v) for k, v in sorted(stages.items())},
-            "conversations": conversations, "rounds": rounds}
+    return {
+        "round1_ms": statistics.median(first),
+        "later_round_ms": statistics.median(later),
+        "stage_medians_ms": {k: statistics.median(v) for k, v in sorted(stages.items())},
+        "conversations": conversations,
+        "rounds": rounds,
+    }
 
 
-def engine_variant(model: SegLLMModel, conversations: int, quant: str, graphs: bool
-                   ) -> dict[str, Any]:
+def engine_variant(
+    model: SegLLMModel, conversations: int, quant: str, graphs: bool
+) -> dict[str, Any]:
     """The engine with a quantised LLM (on a copy) and/or static KV slots replayed as CUDA
     graphs; reports the LLM's stored weight bytes beside the rounds."""
     if quant != "none":
         model = quantize_llm(copy.deepcopy(model), quant)
-    runtime = TorchRuntime(model, StaticCacheConfig(slots=conversations + 2, graphs=True)
-                           if graphs else None)
+    runtime = TorchRuntime(
+        model, StaticCacheConfig(slots=conversations + 2, graphs=True) if graphs else None
+    )
     t0 = time.perf_counter()
     result = engine_rounds(runtime, conversations, 8)
-    return {**result, "llm_weight_bytes": weight_nbytes(model.llm),
-            "first_call_s": time.perf_counter() - t0}
+    return {
+        **result,
+        "llm_weight_bytes": weight_nbytes(model.llm),
+        "first_call_s": time.perf_counter() - t0,
+    }
 
 
 def llm_step_inputs(model: SegLLMModel, prefix: int, new: int):
     hidden = model.llm.get_input_embeddings().embedding_dim
     device = model.box_encoder.weight.device
     gen = torch.Generator(device=device).manual_seed(0)
-    embeds = torch.randn(1, prefix + new, hidden, device=device, dtype=model.dtype,
-                         generator=gen) * 0.02
+    embeds = (
+        torch.randn(1, prefix + new, hidden, device=device, dtype=model.dtype, generator=gen) * 0.02
+    )
     return embeds[:, :prefix], embeds[:, prefix:]
 
 
@@ -199,8 +232,9 @@ def llm_step_eager(model: SegLLMModel, prefix: int, new: int, repeats: int) -> d
         return time_ms(run, model.box_encoder.weight.device, repeats)
 
 
-def llm_step_static_graph(model: SegLLMModel, prefix: int, new: int, repeats: int
-                          ) -> dict[str, float]:
+def llm_step_static_graph(
+    model: SegLLMModel, prefix: int, new: int, repeats: int
+) -> dict[str, float]:
     """The same step on a static KV cache, compiled with ``mode="reduce-overhead"`` (CUDA
     graphs): what a fixed-shape round costs without Python and launch overhead. Returns the
     largest difference from the eager step's hidden states beside the timing."""
@@ -212,8 +246,12 @@ def llm_step_static_graph(model: SegLLMModel, prefix: int, new: int, repeats: in
     pos_step = torch.arange(prefix, prefix + new, device=device)[None]
 
     def forward(embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return decoder(inputs_embeds=embeds, position_ids=positions, use_cache=True,
-                       **{model.cache_kwarg: cache}).last_hidden_state
+        return decoder(
+            inputs_embeds=embeds,
+            position_ids=positions,
+            use_cache=True,
+            **{model.cache_kwarg: cache},
+        ).last_hidden_state
 
     def rewind() -> None:
         """Static layers write at their own counter: reset it so each step rewrites the same
@@ -234,8 +272,11 @@ def llm_step_static_graph(model: SegLLMModel, prefix: int, new: int, repeats: in
         sync(device)
         compile_s = time.perf_counter() - t0
         result = time_ms(compiled_step, device, repeats, warmup=3)
-    return {**result, "compile_s": compile_s,
-            "max_abs_diff_vs_eager": float((out.float() - eager.float()).abs().max())}
+    return {
+        **result,
+        "compile_s": compile_s,
+        "max_abs_diff_vs_eager": float((out.float() - eager.float()).abs().max()),
+    }
 
 
 def sam_encoder(model: SegLLMModel, repeats: int, variant: str) -> dict[str, float]:
@@ -285,8 +326,10 @@ def section(report: dict[str, Any], name: str, out: Path, fn: Callable[[], Any])
         if cuda and isinstance(report[name], dict):
             report[name]["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
     except Exception as exc:  # a failed section must not lose the others
-        report[name] = {"error": f"{type(exc).__name__}: {exc}",
-                        "trace": traceback.format_exc(limit=4)}
+        report[name] = {
+            "error": f"{type(exc).__name__}: {exc}",
+            "trace": traceback.format_exc(limit=4),
+        }
     report.setdefault("section_s", {})[name] = round(time.perf_counter() - t0, 2)
     out.write_text(json.dumps(report, indent=2, default=str))
     print(f"[{name}] {json.dumps(report[name], default=str)[:400]}", flush=True)
@@ -297,8 +340,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="toy sizes (checks the script)")
-    parser.add_argument("--out", type=Path,
-                        default=Path(os.environ.get("OUT", ROOT / "bench" / "results")))
+    parser.add_argument(
+        "--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "bench" / "results"))
+    )
     parser.add_argument("--conversations", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--prefix", type=int, default=400, help="KV-cache length of a later round")
@@ -308,34 +352,55 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / ("gpu_latency_tiny.json" if args.tiny else "gpu_latency.json")
-    report: dict[str, Any] = {"config": str(args.config), "tiny": args.tiny,
-                              "torch": torch.__version__, "device": str(device)}
+    report: dict[str, Any] = {
+        "config": str(args.config),
+        "tiny": args.tiny,
+        "torch": torch.__version__,
+        "device": str(device),
+    }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        report["gpu"] = {"name": props.name, "memory_gib": props.total_memory / 2**30,
-                         "capability": f"{props.major}.{props.minor}"}
+        report["gpu"] = {
+            "name": props.name,
+            "memory_gib": props.total_memory / 2**30,
+            "capability": f"{props.major}.{props.minor}",
+        }
     t0 = time.perf_counter()
     model = build_model(args.config, device, args.tiny)
     report["build_s"] = time.perf_counter() - t0
-    report["params"] = {name: sum(p.numel() for p in part.parameters()) for name, part in
-                        [("llm", model.llm), ("vision", model.vision_tower), ("sam", model.sam),
-                         ("total", model)]}
+    report["params"] = {
+        name: sum(p.numel() for p in part.parameters())
+        for name, part in [
+            ("llm", model.llm),
+            ("vision", model.vision_tower),
+            ("sam", model.sam),
+            ("total", model),
+        ]
+    }
     plan: list[tuple[str, Callable[[], Any]]] = [
         ("floors", lambda: floors(model, hardware_rates(device, args.tiny))),
         ("engine_eager", lambda: engine_rounds(model, args.conversations, 8)),
-        ("llm_step_eager", lambda: llm_step_eager(model, args.prefix, args.new_tokens,
-                                                  args.repeats)),
+        (
+            "llm_step_eager",
+            lambda: llm_step_eager(model, args.prefix, args.new_tokens, args.repeats),
+        ),
         ("sam_encoder_eager", lambda: sam_encoder(model, args.repeats, "eager")),
         ("sam_encoder_cuda_graph", lambda: sam_encoder(model, args.repeats, "cuda_graph")),
-        ("llm_step_static_cuda_graph", lambda: llm_step_static_graph(
-            model, args.prefix, args.new_tokens, args.repeats)),
+        (
+            "llm_step_static_cuda_graph",
+            lambda: llm_step_static_graph(model, args.prefix, args.new_tokens, args.repeats),
+        ),
         ("sam_encoder_compile", lambda: sam_encoder(model, args.repeats, "compile")),
-        ("engine_static_graphs", lambda: engine_variant(model, args.conversations, "none",
-                                                        graphs=True)),
+        (
+            "engine_static_graphs",
+            lambda: engine_variant(model, args.conversations, "none", graphs=True),
+        ),
         ("engine_int8", lambda: engine_variant(model, args.conversations, "int8", False)),
         ("engine_int4", lambda: engine_variant(model, args.conversations, "int4", False)),
-        ("engine_int4_static_graphs", lambda: engine_variant(model, args.conversations,
-                                                             "int4", graphs=True)),
+        (
+            "engine_int4_static_graphs",
+            lambda: engine_variant(model, args.conversations, "int4", graphs=True),
+        ),
     ]
     for name, fn in plan:
         if name in args.skip or (device.type != "cuda" and name.startswith("sam_encoder_c")):
@@ -353,8 +418,9 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     f = report.get("floors", {})
     out: dict[str, Any] = {}
     if "llm_weight_read_ms" in f and "median_ms" in report.get("llm_step_eager", {}):
-        out["llm_step_eager_vs_floor"] = (report["llm_step_eager"]["median_ms"]
-                                          / f["llm_weight_read_ms"])
+        out["llm_step_eager_vs_floor"] = (
+            report["llm_step_eager"]["median_ms"] / f["llm_weight_read_ms"]
+        )
     graph = report.get("llm_step_static_cuda_graph", {})
     if "llm_weight_read_ms" in f and "median_ms" in graph:
         out["llm_step_graph_vs_floor"] = graph["median_ms"] / f["llm_weight_read_ms"]
@@ -362,8 +428,13 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         sam = report.get(f"sam_encoder_{variant}", {})
         if "sam_encoder_compute_ms" in f and "median_ms" in sam:
             out[f"sam_encoder_{variant}_vs_floor"] = sam["median_ms"] / f["sam_encoder_compute_ms"]
-    for name in ("engine_eager", "engine_static_graphs", "engine_int8", "engine_int4",
-                 "engine_int4_static_graphs"):
+    for name in (
+        "engine_eager",
+        "engine_static_graphs",
+        "engine_int8",
+        "engine_int4",
+        "engine_int4_static_graphs",
+    ):
         run = report.get(name, {})
         if "later_round_ms" not in run or "llm_weight_read_ms" not in f:
             continue
@@ -373,7 +444,8 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         # (that read + the SAM encoder's FLOP floor).
         out[f"{name}_later_vs_floor"] = run["later_round_ms"] / f["llm_weight_read_ms"]
         out[f"{name}_round1_vs_floor"] = run["round1_ms"] / (
-            f["llm_weight_read_ms"] + f.get("sam_encoder_compute_ms", 0.0))
+            f["llm_weight_read_ms"] + f.get("sam_encoder_compute_ms", 0.0)
+        )
     return out
 
 

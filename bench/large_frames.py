@@ -56,15 +56,17 @@ def camera_msg(rng: np.random.Generator, h: int, w: int, stamp_ns: int) -> Image
 
 def run(model: SegLLMModel, name: str, rounds: int, h: int, w: int) -> dict[str, Any]:
     cfg = CONFIGS[name]
-    engine = SegLLMEngine(model, EngineConfig(history_max_side=cfg["history_max_side"]),
-                          ConversationStore(max_rounds=rounds))
+    engine = SegLLMEngine(
+        model,
+        EngineConfig(history_max_side=cfg["history_max_side"]),
+        ConversationStore(max_rounds=rounds),
+    )
     frames = FrameBuffer(capacity=30, max_bytes=cfg["buffer_bytes"])
-    worker = QueryWorker(engine, frames, WorkerConfig(max_image_age_s=0,
-                                                      max_image_pixels=h * w))
+    worker = QueryWorker(engine, frames, WorkerConfig(max_image_age_s=0, max_image_pixels=h * w))
     worker.start()
     rng = np.random.default_rng(0)
     done = threading.Event()
-    answers: list[tuple[Status, str]] = []   # not the outcomes: they hold frame and mask
+    answers: list[tuple[Status, str]] = []  # not the outcomes: they hold frame and mask
 
     def on_done(outcome: Outcome) -> None:
         answers.append((outcome.status, outcome.message))
@@ -83,9 +85,13 @@ def run(model: SegLLMModel, name: str, rounds: int, h: int, w: int) -> dict[str,
         rss.append(rss_mb())
         print(f"{name:>9} round {i + 1:>2}: RSS {rss[-1]:7.0f} MB", flush=True)
     worker.stop()
-    return {"rss_start_mb": start, "rss_mb": rss, "growth_mb": rss[-1] - start,
-            "history_bytes": engine.history_nbytes("robot")["history"],
-            "frame_buffer_bytes": frames.nbytes}
+    return {
+        "rss_start_mb": start,
+        "rss_mb": rss,
+        "growth_mb": rss[-1] - start,
+        "history_bytes": engine.history_nbytes("robot")["history"],
+        "frame_buffer_bytes": frames.nbytes,
+    }
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -116,8 +122,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     model = SegLLMModel.from_pretrained(args.model or default_model_path())
     h, w = 3000, 4000
-    report: dict[str, Any] = {"machine": machine_info(), "megapixels": h * w / 1e6,
-                              "rounds": args.rounds, "configs": {}}
+    report: dict[str, Any] = {
+        "machine": machine_info(),
+        "megapixels": h * w / 1e6,
+        "rounds": args.rounds,
+        "configs": {},
+    }
     for name in args.configs:
         report["configs"][name] = run(model, name, args.rounds, h, w)
         gc.collect()

@@ -42,9 +42,11 @@ def rss_bytes() -> int:
 
 
 def measure(runtime, frame: Frame, turns, conversations: int) -> dict[str, Any]:
-    engine = SegLLMEngine(runtime, EngineConfig(),
-                          ConversationStore(max_conversations=conversations + 1,
-                                            max_rounds=len(turns), ttl_s=0))
+    engine = SegLLMEngine(
+        runtime,
+        EngineConfig(),
+        ConversationStore(max_conversations=conversations + 1, max_rounds=len(turns), ttl_s=0),
+    )
     per_round = []
     for i, turn in enumerate(turns):
         engine.segment("one", turn.query, frame, list(turn.ref_rounds))
@@ -55,11 +57,13 @@ def measure(runtime, frame: Frame, turns, conversations: int) -> dict[str, Any]:
         run_conversation(engine, f"c{c}", frame, turns)
     sizes = [engine.history_nbytes(f"c{c}") for c in range(conversations)]
     total = {p: sum(s[p] for s in sizes) for p in PARTS}
-    return {"per_round": per_round,
-            "conversations": conversations,
-            "total_bytes": total,
-            "total_bytes_all_parts": sum(total.values()),
-            "rss_growth_bytes": rss_bytes() - before}
+    return {
+        "per_round": per_round,
+        "conversations": conversations,
+        "total_bytes": total,
+        "total_bytes_all_parts": sum(total.values()),
+        "rss_growth_bytes": rss_bytes() - before,
+    }
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -76,8 +80,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
             kib = np.array([r[part] for r in res["per_round"]]) / 1024
             ax.bar(rounds, kib, bottom=bottom, label=part)
             bottom += kib
-        ax.set_title(f"{backend}: 100 conv. = {res['total_bytes_all_parts'] / 2**20:.1f} MiB "
-                     f"(RSS +{res['rss_growth_bytes'] / 2**20:.1f} MiB)", fontsize=9)
+        ax.set_title(
+            f"{backend}: 100 conv. = {res['total_bytes_all_parts'] / 2**20:.1f} MiB "
+            f"(RSS +{res['rss_growth_bytes'] / 2**20:.1f} MiB)",
+            fontsize=9,
+        )
         ax.set_xlabel("round")
         ax.grid(alpha=0.3, axis="y")
     np.atleast_1d(axes)[0].set_ylabel("KiB kept by one conversation")
@@ -98,18 +105,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     scene = generate_scene(np.random.default_rng(0), TabletopConfig())
     frame = Frame.create(scene.image, 1, "bench_table")
     turns = script_conversation([o.name for o in scene.objects], args.rounds)
-    report: dict[str, Any] = {"machine": machine_info(), "model": str(model_path),
-                              "frame_hw": [frame.height, frame.width], "backends": {}}
+    report: dict[str, Any] = {
+        "machine": machine_info(),
+        "model": str(model_path),
+        "frame_hw": [frame.height, frame.width],
+        "backends": {},
+    }
     for backend in BACKENDS:
         runtime = bench_runtime(model_path, backend, None, args.out)
         res = measure(runtime, frame, turns, args.conversations)
         report["backends"][backend] = res
         last = res["per_round"][-1]
-        print(f"{backend:>12}: one conversation after {args.rounds} rounds: "
-              + ", ".join(f"{p} {last[p] / 1024:.1f} KiB" for p in PARTS)
-              + f"; {args.conversations} conversations: "
-              f"{res['total_bytes_all_parts'] / 2**20:.2f} MiB counted, RSS "
-              f"+{res['rss_growth_bytes'] / 2**20:.2f} MiB")
+        print(
+            f"{backend:>12}: one conversation after {args.rounds} rounds: "
+            + ", ".join(f"{p} {last[p] / 1024:.1f} KiB" for p in PARTS)
+            + f"; {args.conversations} conversations: "
+            f"{res['total_bytes_all_parts'] / 2**20:.2f} MiB counted, RSS "
+            f"+{res['rss_growth_bytes'] / 2**20:.2f} MiB"
+        )
     return save_report(report, args.out, "memory", plot)
 
 

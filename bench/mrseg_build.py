@@ -45,14 +45,31 @@ def write_dataset(root: Path, images: int, seed: int) -> dict:
     start = time.perf_counter()
     write_refer(root, np.random.default_rng(seed), images)
     data = json.loads((root / "instances.json").read_text())
-    return {"images": len(data["images"]), "annotations": len(data["annotations"]),
-            "write_s": round(time.perf_counter() - start, 2)}
+    return {
+        "images": len(data["images"]),
+        "annotations": len(data["annotations"]),
+        "write_s": round(time.perf_counter() - start, 2),
+    }
 
 
 def run_build(root: Path, out: Path, workers: int, env: dict[str, str]) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "segllm_training.mrseg", "build", "--source", "refcoco",
-           "--root", str(root), "--split", "train", "--out", str(out), "--workers", str(workers),
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "segllm_training.mrseg",
+        "build",
+        "--source",
+        "refcoco",
+        "--root",
+        str(root),
+        "--split",
+        "train",
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--no-progress",
+    ]
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
@@ -82,20 +99,35 @@ def main(argv: list[str] | None = None) -> dict:
                 walls.append(wall)
             conversations = sum(1 for _ in out.open())
             median = statistics.median(walls)
-            runs.append({"workers": workers, "wall_s": [round(w, 2) for w in walls],
-                         "median_s": round(median, 2), "conversations": conversations,
-                         "conversations_per_s": round(conversations / median, 1),
-                         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
-                         "cli_summary": summary})
-            print(f"workers={workers}: {conversations} conversations in {median:.1f} s "
-                  f"= {conversations / median:.0f} conv/s")
-    report = {"benchmark": "mrseg_build", "source": "refcoco (synthetic, real file format)",
-              "dataset": dataset, "runs": runs,
-              "same_output_for_all_worker_counts": len({r["sha256"] for r in runs}) == 1,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "platform": platform.platform()},
-              "note": "wall time of the whole CLI process (start, read, generate, write); "
-                      "the machine may be shared with other jobs"}
+            runs.append(
+                {
+                    "workers": workers,
+                    "wall_s": [round(w, 2) for w in walls],
+                    "median_s": round(median, 2),
+                    "conversations": conversations,
+                    "conversations_per_s": round(conversations / median, 1),
+                    "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+                    "cli_summary": summary,
+                }
+            )
+            print(
+                f"workers={workers}: {conversations} conversations in {median:.1f} s "
+                f"= {conversations / median:.0f} conv/s"
+            )
+    report = {
+        "benchmark": "mrseg_build",
+        "source": "refcoco (synthetic, real file format)",
+        "dataset": dataset,
+        "runs": runs,
+        "same_output_for_all_worker_counts": len({r["sha256"] for r in runs}) == 1,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "note": "wall time of the whole CLI process (start, read, generate, write); "
+        "the machine may be shared with other jobs",
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mrseg_build.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out / 'mrseg_build.json'}")

@@ -44,12 +44,16 @@ def measure(width: int, height: int, repeats: int) -> dict[str, Any]:
     mask = np.zeros((height, width), np.uint8)
     cv2.ellipse(mask, (width // 2, height // 2), (width // 5, height // 4), 0, 0, 360, 1, -1)
     mask = mask.astype(bool)
-    msgs = {enc: fill_image_msg(Image(), frame if enc == "rgb8" else frame[..., ::-1], enc)
-            for enc in ENCODINGS}
+    msgs = {
+        enc: fill_image_msg(Image(), frame if enc == "rgb8" else frame[..., ::-1], enc)
+        for enc in ENCODINGS
+    }
     dst = np.empty_like(frame)
-    steps = {"floor_memcpy": lambda: np.copyto(dst, frame),
-             **{f"decode_{enc}": (lambda m=m: image_from_msg(m)) for enc, m in msgs.items()},
-             "mask_to_msg": lambda: fill_mask_msg(Image(), mask)}
+    steps = {
+        "floor_memcpy": lambda: np.copyto(dst, frame),
+        **{f"decode_{enc}": (lambda m=m: image_from_msg(m)) for enc, m in msgs.items()},
+        "mask_to_msg": lambda: fill_mask_msg(Image(), mask),
+    }
     times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(10):  # warm-up
         for fn in steps.values():
@@ -60,8 +64,12 @@ def measure(width: int, height: int, repeats: int) -> dict[str, Any]:
             fn()
             times[name].append((time.perf_counter() - t0) * 1e3)
     med = {k: statistics.median(v) for k, v in times.items()}
-    row: dict[str, Any] = {"resolution": f"{width}x{height}", "frame_bytes": frame.nbytes,
-                           "median_ms": med, "min_ms": {k: min(v) for k, v in times.items()}}
+    row: dict[str, Any] = {
+        "resolution": f"{width}x{height}",
+        "frame_bytes": frame.nbytes,
+        "median_ms": med,
+        "min_ms": {k: min(v) for k, v in times.items()},
+    }
     for enc in ENCODINGS:
         overhead = med[f"decode_{enc}"] + med["mask_to_msg"]
         row[f"overhead_{enc}_ms"] = overhead
@@ -84,14 +92,33 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         msk = [r["median_ms"]["mask_to_msg"] for r in rows]
         pos = x + (0.0 if i == 0 else 0.27)
         ax.bar(pos, dec, 0.25, color=("tab:blue", "tab:cyan")[i], label=f"Image ({enc}) -> input")
-        ax.bar(pos, msk, 0.25, bottom=dec, color=("tab:orange", "gold")[i],
-               label="mask -> mono8 message" if i == 0 else None)
+        ax.bar(
+            pos,
+            msk,
+            0.25,
+            bottom=dec,
+            color=("tab:orange", "gold")[i],
+            label="mask -> mono8 message" if i == 0 else None,
+        )
         for px, r in zip(pos, rows, strict=True):
             ratio = r[f"overhead_{enc}_over_floor"]
-            ax.annotate(f"{ratio:.2f}x", (px, r[f"overhead_{enc}_ms"]), ha="center",
-                        textcoords="offset points", xytext=(0, 3), fontsize=8)
-    ax.hlines([TARGET * f for f in floor], x - 0.4, x + 0.4, colors="tab:red", linestyles="--",
-              lw=1, label=f"target: {TARGET:g} x floor")
+            ax.annotate(
+                f"{ratio:.2f}x",
+                (px, r[f"overhead_{enc}_ms"]),
+                ha="center",
+                textcoords="offset points",
+                xytext=(0, 3),
+                fontsize=8,
+            )
+    ax.hlines(
+        [TARGET * f for f in floor],
+        x - 0.4,
+        x + 0.4,
+        colors="tab:red",
+        linestyles="--",
+        lw=1,
+        label=f"target: {TARGET:g} x floor",
+    )
     ax.set_xticks(x, [r["resolution"] for r in rows])
     ax.set_ylabel("ms per frame (median)")
     ax.set_title(title, fontsize=9)
@@ -110,23 +137,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cv2.setNumThreads(1)
     rows = [measure(w, h, args.repeats) for w, h in RESOLUTIONS]
     worst = max(rows[-1][f"overhead_{enc}_over_floor"] for enc in ENCODINGS)
-    report = {"machine": machine_info(), "repeats": args.repeats, "rows": rows,
-              "target": {"overhead_over_floor_at_1080p": f"<= {TARGET}", "value": worst,
-                         "pass": worst <= TARGET}}
+    report = {
+        "machine": machine_info(),
+        "repeats": args.repeats,
+        "rows": rows,
+        "target": {
+            "overhead_over_floor_at_1080p": f"<= {TARGET}",
+            "value": worst,
+            "pass": worst <= TARGET,
+        },
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "node_overhead.json").write_text(json.dumps(report, indent=1))
-    plot(rows, args.out / "node_overhead.png",
-         f"Node overhead per frame vs one memcpy, {report['machine']['cpu_model']}")
-    print(f"{'resolution':>10} | {'memcpy':>7} | " + " | ".join(
-        f"{'decode ' + e:>12}" for e in ENCODINGS) + f" | {'mask->msg':>9} | x floor (rgb8, bgr8)")
+    plot(
+        rows,
+        args.out / "node_overhead.png",
+        f"Node overhead per frame vs one memcpy, {report['machine']['cpu_model']}",
+    )
+    print(
+        f"{'resolution':>10} | {'memcpy':>7} | "
+        + " | ".join(f"{'decode ' + e:>12}" for e in ENCODINGS)
+        + f" | {'mask->msg':>9} | x floor (rgb8, bgr8)"
+    )
     for r in rows:
         m = r["median_ms"]
-        print(f"{r['resolution']:>10} | {m['floor_memcpy']:7.3f} | "
-              + " | ".join(f"{m['decode_' + e]:12.3f}" for e in ENCODINGS)
-              + f" | {m['mask_to_msg']:9.3f} | "
-              + ", ".join(f"{r[f'overhead_{e}_over_floor']:.2f}" for e in ENCODINGS))
-    print(f"1080p overhead / floor = {worst:.2f} (target <= {TARGET:g}: "
-          f"{'pass' if worst <= TARGET else 'FAIL'})")
+        print(
+            f"{r['resolution']:>10} | {m['floor_memcpy']:7.3f} | "
+            + " | ".join(f"{m['decode_' + e]:12.3f}" for e in ENCODINGS)
+            + f" | {m['mask_to_msg']:9.3f} | "
+            + ", ".join(f"{r[f'overhead_{e}_over_floor']:.2f}" for e in ENCODINGS)
+        )
+    print(
+        f"1080p overhead / floor = {worst:.2f} (target <= {TARGET:g}: "
+        f"{'pass' if worst <= TARGET else 'FAIL'})"
+    )
     return report
 
 

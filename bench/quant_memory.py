@@ -40,8 +40,8 @@ CONFIG = ROOT / "config" / "models" / "segllm_7b_sam_vit_h.yaml"
 BF16 = 2
 INT4_GROUP = 128
 JETSON_GIB = 16.0
-JETSON_RESERVED_GIB = 3.0        # L4T + ROS 2 + CUDA context on a 16 GB Orin NX (assumed)
-CONTEXT_TOKENS = 2048            # one slot of the static KV cache
+JETSON_RESERVED_GIB = 3.0  # L4T + ROS 2 + CUDA context on a 16 GB Orin NX (assumed)
+CONTEXT_TOKENS = 2048  # one slot of the static KV cache
 
 
 def linear_rows_and_params(module: nn.Module) -> tuple[int, int]:
@@ -54,7 +54,7 @@ def llm_bytes(model: SegLLMModel, scheme: str) -> int:
     total = sum(p.numel() for p in model.llm.parameters()) * BF16
     rows, weights = linear_rows_and_params(model.llm.get_decoder())
     if scheme == "int8":
-        total += weights * (1 - BF16) + rows * BF16                  # int8 + bf16 row scales
+        total += weights * (1 - BF16) + rows * BF16  # int8 + bf16 row scales
     elif scheme == "int4":
         total += weights * (0.5 - BF16) + weights // INT4_GROUP * 2 * BF16  # + scale, zero
     return int(total)
@@ -69,7 +69,7 @@ def measured_ratios() -> dict[str, Any]:
     base = weight_nbytes(model.llm.get_decoder()) - weights * 4
     q = quantize_llm(copy.deepcopy(model), "int8")
     stored = weight_nbytes(q.llm.get_decoder()) - base
-    out["demo_int8_bytes_per_weight"] = (stored - rows * 4) / weights   # fp32 scales on CPU
+    out["demo_int8_bytes_per_weight"] = (stored - rows * 4) / weights  # fp32 scales on CPU
     return out
 
 
@@ -93,10 +93,11 @@ def build_meta(sam: str) -> SegLLMModel:
         config = SegLLMConfig.from_dict(data)
     tokenizer = demo_tokenizer(config, TabletopConfig())
     add_special_tokens(tokenizer, config)
-    with torch.device("meta"):   # assembled only: the builder's init steps read values
+    with torch.device("meta"):  # assembled only: the builder's init steps read values
         llm = build_llm(config.llm, tokenizer)
-        return SegLLMModel(config, tokenizer, llm,
-                           CLIPVisionModel(CLIPVisionConfig(**config.vision)))
+        return SegLLMModel(
+            config, tokenizer, llm, CLIPVisionModel(CLIPVisionConfig(**config.vision))
+        )
 
 
 def main() -> dict[str, Any]:
@@ -105,34 +106,58 @@ def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    report: dict[str, Any] = {"machine": machine_info(), "config": str(CONFIG),
-                              "jetson_budget_gib": JETSON_GIB - JETSON_RESERVED_GIB,
-                              "measured": measured_ratios(), "rows": []}
+    report: dict[str, Any] = {
+        "machine": machine_info(),
+        "config": str(CONFIG),
+        "jetson_budget_gib": JETSON_GIB - JETSON_RESERVED_GIB,
+        "measured": measured_ratios(),
+        "rows": [],
+    }
     for sam in ("vit_h", "vit_b"):
         model = build_meta(sam)
         llm_cfg = model.llm.config
-        kv_per_token = (2 * llm_cfg.num_hidden_layers * llm_cfg.num_key_value_heads
-                        * llm_cfg.hidden_size // llm_cfg.num_attention_heads * BF16)
+        kv_per_token = (
+            2
+            * llm_cfg.num_hidden_layers
+            * llm_cfg.num_key_value_heads
+            * llm_cfg.hidden_size
+            // llm_cfg.num_attention_heads
+            * BF16
+        )
         vision = sum(p.numel() for p in model.vision_tower.parameters()) * BF16
         sam_bytes = sum(p.numel() for p in model.sam.parameters()) * BF16
-        rest = sum(p.numel() for n, p in model.named_parameters()
-                   if not n.startswith(("llm.", "vision_tower.", "sam."))) * BF16
+        rest = (
+            sum(
+                p.numel()
+                for n, p in model.named_parameters()
+                if not n.startswith(("llm.", "vision_tower.", "sam."))
+            )
+            * BF16
+        )
         activations = activation_estimate(model)
         for scheme in ("none", "int8", "int4"):
             weights = llm_bytes(model, "none" if scheme == "none" else scheme)
             total = weights + vision + sam_bytes + rest
             peak = total + kv_per_token * CONTEXT_TOKENS + activations
-            row = {"sam": sam, "llm_quant": scheme, "llm_gib": weights / 2**30,
-                   "activations_gib": activations / 2**30,
-                   "vision_gib": vision / 2**30, "sam_gib": sam_bytes / 2**30,
-                   "other_gib": rest / 2**30, "weights_gib": total / 2**30,
-                   "kv_bytes_per_token": kv_per_token,
-                   "kv_gib_per_slot": kv_per_token * CONTEXT_TOKENS / 2**30,
-                   "peak_gib": peak / 2**30,
-                   "fits_jetson_16gb": peak / 2**30 <= JETSON_GIB - JETSON_RESERVED_GIB}
+            row = {
+                "sam": sam,
+                "llm_quant": scheme,
+                "llm_gib": weights / 2**30,
+                "activations_gib": activations / 2**30,
+                "vision_gib": vision / 2**30,
+                "sam_gib": sam_bytes / 2**30,
+                "other_gib": rest / 2**30,
+                "weights_gib": total / 2**30,
+                "kv_bytes_per_token": kv_per_token,
+                "kv_gib_per_slot": kv_per_token * CONTEXT_TOKENS / 2**30,
+                "peak_gib": peak / 2**30,
+                "fits_jetson_16gb": peak / 2**30 <= JETSON_GIB - JETSON_RESERVED_GIB,
+            }
             report["rows"].append(row)
-            print(f"SAM {sam} LLM {scheme:>4}: weights {row['weights_gib']:5.1f} GiB, peak "
-                  f"{row['peak_gib']:5.1f} GiB -> fits 16 GB Jetson: {row['fits_jetson_16gb']}")
+            print(
+                f"SAM {sam} LLM {scheme:>4}: weights {row['weights_gib']:5.1f} GiB, peak "
+                f"{row['peak_gib']:5.1f} GiB -> fits 16 GB Jetson: {row['fits_jetson_16gb']}"
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quant_memory.json").write_text(json.dumps(report, indent=1))
     return report

@@ -57,8 +57,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # is normally shown once, but ``rle_to_mask``'s ``catch_warnings`` resets Python's
 # once-per-location registry, so it is reprinted on every LLM call and buries the results.
 # Emitting it costs about 5 us, so hiding it does not change what is measured.
-warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated",
-                        category=FutureWarning)
+warnings.filterwarnings(
+    "ignore", message=r"`past_key_values` is deprecated", category=FutureWarning
+)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -110,14 +111,16 @@ def script_conversation(names: list[str], rounds: int) -> list[Turn]:
     for r in range(2, rounds + 1):
         refs = (r - 1,) if r % 2 == 0 else (1, r - 1)
         name = names[(r - 1) % len(names)]
-        parts = [f"{_RELATIONS[(r + i) % len(_RELATIONS)]} {_round_token(k)}"
-                 for i, k in enumerate(refs)]
+        parts = [
+            f"{_RELATIONS[(r + i) % len(_RELATIONS)]} {_round_token(k)}" for i, k in enumerate(refs)
+        ]
         turns.append(Turn(f"the {name} " + " and ".join(parts), refs))
     return turns
 
 
-def run_conversation(engine: SegLLMEngine, conv_id: str, frame: Frame, turns: list[Turn]
-                     ) -> list[tuple[float, RoundResult]]:
+def run_conversation(
+    engine: SegLLMEngine, conv_id: str, frame: Frame, turns: list[Turn]
+) -> list[tuple[float, RoundResult]]:
     """All rounds in order; returns (wall ms of the ``segment`` call, its result) per round."""
     out = []
     for turn in turns:
@@ -128,8 +131,12 @@ def run_conversation(engine: SegLLMEngine, conv_id: str, frame: Frame, turns: li
 
 
 def _stats(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "mean": statistics.fmean(values)}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
 
 
 def cpu_model() -> str:
@@ -152,8 +159,9 @@ def bench_parser(doc: str, rounds: int) -> argparse.ArgumentParser:
     return parser
 
 
-def save_report(report: dict[str, Any], out: Path, name: str,
-                plot: Callable[[dict[str, Any], Path], None]) -> dict[str, Any]:
+def save_report(
+    report: dict[str, Any], out: Path, name: str, plot: Callable[[dict[str, Any], Path], None]
+) -> dict[str, Any]:
     """``out/NAME.json`` and its plot ``out/NAME.png``; returns the report."""
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(report, indent=1))
@@ -199,9 +207,11 @@ def model_info(path: Path) -> dict[str, Any]:
     return info
 
 
-def summarise(walls: dict[str, list[list[float]]],
-              stages: dict[str, list[list[dict[str, float]]]], rounds: int
-              ) -> list[dict[str, Any]]:
+def summarise(
+    walls: dict[str, list[list[float]]],
+    stages: dict[str, list[list[dict[str, float]]]],
+    rounds: int,
+) -> list[dict[str, Any]]:
     """Per round, per mode: wall-time stats, median engine breakdown, and the part of the
     wall time the engine's own ``total`` does not see (recording the round: RLE encoding,
     store bookkeeping, building the result)."""
@@ -210,19 +220,22 @@ def summarise(walls: dict[str, list[list[float]]],
         row: dict[str, Any] = {"round": r + 1}
         for mode in MODES:
             wall = [rep[r] for rep in walls[mode]]
-            engine_ms = {k: statistics.median(rep[r][k] for rep in stages[mode])
-                         for k in STAGES}
-            outside = statistics.median(rep[r] - st[r]["total"]
-                                        for rep, st in zip(walls[mode], stages[mode],
-                                                           strict=True))
-            row[mode] = {"wall_ms": _stats(wall), "engine_ms_median": engine_ms,
-                         "outside_engine_ms_median": outside}
+            engine_ms = {k: statistics.median(rep[r][k] for rep in stages[mode]) for k in STAGES}
+            outside = statistics.median(
+                rep[r] - st[r]["total"] for rep, st in zip(walls[mode], stages[mode], strict=True)
+            )
+            row[mode] = {
+                "wall_ms": _stats(wall),
+                "engine_ms_median": engine_ms,
+                "outside_engine_ms_median": outside,
+            }
         table.append(row)
     return table
 
 
 def ratios(table: list[dict[str, Any]]) -> dict[str, Any]:
     """The two project targets, on median wall times."""
+
     def at(mode: str, r: int, stat: str = "median") -> float:
         return float(table[r - 1][mode]["wall_ms"][stat])
 
@@ -232,18 +245,24 @@ def ratios(table: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "last_round": last,
         "cached_last_over_cached_round2": {
-            "value": flat, "target": f"<= {FLAT_TARGET}", "pass": flat <= FLAT_TARGET,
+            "value": flat,
+            "target": f"<= {FLAT_TARGET}",
+            "pass": flat <= FLAT_TARGET,
             # Same ratio on the per-round minima: a cross-check that is less load-dependent.
-            "value_on_min": at("cached", last, "min") / at("cached", 2, "min")},
+            "value_on_min": at("cached", last, "min") / at("cached", 2, "min"),
+        },
         "recompute_over_cached_at_last_round": {
-            "value": speedup, "target": f">= {SPEEDUP_TARGET}",
+            "value": speedup,
+            "target": f">= {SPEEDUP_TARGET}",
             "pass": speedup >= SPEEDUP_TARGET,
-            "value_on_min": at("recompute", last, "min") / at("cached", last, "min")},
+            "value_on_min": at("recompute", last, "min") / at("cached", last, "min"),
+        },
     }
 
 
-def plot(table: list[dict[str, Any]], summary: dict[str, Any], path: Path, log_y: bool,
-         title: str) -> None:
+def plot(
+    table: list[dict[str, Any]], summary: dict[str, Any], path: Path, log_y: bool, title: str
+) -> None:
     """Median latency per round for both modes (band: min..max over repeats), with the two
     targets drawn where they apply."""
     import matplotlib
@@ -260,29 +279,51 @@ def plot(table: list[dict[str, Any]], summary: dict[str, Any], path: Path, log_y
         lo = [row[mode]["wall_ms"]["min"] for row in table]
         hi = [row[mode]["wall_ms"]["max"] for row in table]
         ax.plot(rounds, med, "o-", color=colors[mode], label=f"{mode} (median)")
-        ax.fill_between(rounds, lo, hi, color=colors[mode], alpha=0.15,
-                        label=f"{mode} (min..max)")
+        ax.fill_between(rounds, lo, hi, color=colors[mode], alpha=0.15, label=f"{mode} (min..max)")
     cached2 = table[1]["cached"]["wall_ms"]["median"]
     ax.hlines(FLAT_TARGET * cached2, 2, last, colors="tab:blue", linestyles="--", lw=1)
     flat = summary["cached_last_over_cached_round2"]
-    ax.annotate(f"target: cached ≤ {FLAT_TARGET}× round 2  (got {flat['value']:.2f}×, "
-                f"{'pass' if flat['pass'] else 'FAIL'})",
-                (2, FLAT_TARGET * cached2), textcoords="offset points", xytext=(0, 6),
-                color="tab:blue", fontsize=8)
+    ax.annotate(
+        f"target: cached ≤ {FLAT_TARGET}× round 2  (got {flat['value']:.2f}×, "
+        f"{'pass' if flat['pass'] else 'FAIL'})",
+        (2, FLAT_TARGET * cached2),
+        textcoords="offset points",
+        xytext=(0, 6),
+        color="tab:blue",
+        fontsize=8,
+    )
     speed = summary["recompute_over_cached_at_last_round"]
     cached_last = table[-1]["cached"]["wall_ms"]["median"]
     recompute_last = table[-1]["recompute"]["wall_ms"]["median"]
-    ax.annotate("", (last, recompute_last), (last, cached_last),
-                arrowprops={"arrowstyle": "<->", "color": "0.3"})
-    ax.annotate(f"recompute/cached = {speed['value']:.1f}×\n(target ≥ {SPEEDUP_TARGET:g}×, "
-                f"{'pass' if speed['pass'] else 'FAIL'})",
-                (last, (cached_last * recompute_last) ** 0.5 if log_y
-                 else (cached_last + recompute_last) / 2),
-                textcoords="offset points", xytext=(-8, 0), ha="right", va="center",
-                fontsize=8, color="0.2")
+    ax.annotate(
+        "",
+        (last, recompute_last),
+        (last, cached_last),
+        arrowprops={"arrowstyle": "<->", "color": "0.3"},
+    )
+    ax.annotate(
+        f"recompute/cached = {speed['value']:.1f}×\n(target ≥ {SPEEDUP_TARGET:g}×, "
+        f"{'pass' if speed['pass'] else 'FAIL'})",
+        (
+            last,
+            (cached_last * recompute_last) ** 0.5 if log_y else (cached_last + recompute_last) / 2,
+        ),
+        textcoords="offset points",
+        xytext=(-8, 0),
+        ha="right",
+        va="center",
+        fontsize=8,
+        color="0.2",
+    )
     first = table[0]["cached"]["wall_ms"]["median"]
-    ax.annotate("round 1 includes\nthe image encoders", (1, first),
-                textcoords="offset points", xytext=(8, 12), fontsize=8, color="0.35")
+    ax.annotate(
+        "round 1 includes\nthe image encoders",
+        (1, first),
+        textcoords="offset points",
+        xytext=(8, 12),
+        fontsize=8,
+        color="0.35",
+    )
     if log_y:
         ax.set_yscale("log")
     else:
@@ -299,12 +340,16 @@ def plot(table: list[dict[str, Any]], summary: dict[str, Any], path: Path, log_y
 
 
 def format_table(table: list[dict[str, Any]]) -> str:
-    lines = [f"{'round':>5} | {'cached med':>10} {'min':>7} | {'recompute med':>13} {'min':>7}"
-             f" | {'recomp/cached':>13}"]
+    lines = [
+        f"{'round':>5} | {'cached med':>10} {'min':>7} | {'recompute med':>13} {'min':>7}"
+        f" | {'recomp/cached':>13}"
+    ]
     for row in table:
         c, r = row["cached"]["wall_ms"], row["recompute"]["wall_ms"]
-        lines.append(f"{row['round']:>5} | {c['median']:>10.2f} {c['min']:>7.2f} | "
-                     f"{r['median']:>13.2f} {r['min']:>7.2f} | {r['median'] / c['median']:>12.2f}x")
+        lines.append(
+            f"{row['round']:>5} | {c['median']:>10.2f} {c['min']:>7.2f} | "
+            f"{r['median']:>13.2f} {r['min']:>7.2f} | {r['median'] / c['median']:>12.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -329,20 +374,35 @@ def result_name(backend: str) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None,
-                        help="checkpoint folder (default: the bundled demo model)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="checkpoint folder (default: the bundled demo model)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: least noisy on a shared box)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: least noisy on a shared box)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="tabletop scene seed")
     parser.add_argument("--log-y", action="store_true", help="log scale on the plot's y axis")
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
-                        help="runtime measured (results: rounds.json for torch, "
-                             "rounds_<backend>.json otherwise)")
-    parser.add_argument("--engine-dir", type=Path, default=None,
-                        help="ONNX export to run (default: exported into <out>/onnx)")
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="runtime measured (results: rounds.json for torch, rounds_<backend>.json otherwise)",
+    )
+    parser.add_argument(
+        "--engine-dir",
+        type=Path,
+        default=None,
+        help="ONNX export to run (default: exported into <out>/onnx)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 2:
         parser.error("--rounds must be >= 2 (the ratios compare against round 2)")
@@ -370,8 +430,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # Warm-up: first calls pay for lazy initialisation; not part of any statistic.
     for mode in MODES:
-        run_conversation(SegLLMEngine(runtime, EngineConfig(mode=mode)), f"warmup-{mode}",
-                         frame, turns)
+        run_conversation(
+            SegLLMEngine(runtime, EngineConfig(mode=mode)), f"warmup-{mode}", frame, turns
+        )
 
     walls: dict[str, list[list[float]]] = {m: [] for m in MODES}
     stages: dict[str, list[list[dict[str, float]]]] = {m: [] for m in MODES}
@@ -388,8 +449,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             stages[mode].append([dict(res.timings_ms) for _, res in results])
             last_masks[mode] = [res.mask for _, res in results]
             found[mode] = [res.found for _, res in results]
-            print(f"repeat {rep + 1}/{args.repeats} {mode:>9}: "
-                  + " ".join(f"{ms:7.1f}" for ms, _ in results), flush=True)
+            print(
+                f"repeat {rep + 1}/{args.repeats} {mode:>9}: "
+                + " ".join(f"{ms:7.1f}" for ms, _ in results),
+                flush=True,
+            )
     elapsed = time.perf_counter() - started
 
     table = summarise(walls, stages, args.rounds)
@@ -409,10 +473,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "image_hw": [frame.height, frame.width],
             "tabletop": asdict(scene_cfg),
             "engine": {m: asdict(EngineConfig(mode=m)) for m in MODES},
-            "conversation": [{"round": i + 1, "query": t.query, "ref_rounds": list(t.ref_rounds)}
-                             for i, t in enumerate(turns)],
+            "conversation": [
+                {"round": i + 1, "query": t.query, "ref_rounds": list(t.ref_rounds)}
+                for i, t in enumerate(turns)
+            ],
             "timing": "wall time of engine.segment (time.perf_counter); one warm-up "
-                      "conversation per mode; modes interleaved, first mode alternating",
+            "conversation per mode; modes interleaved, first mode alternating",
             "benchmark_seconds": elapsed,
         },
         "notes": [
@@ -427,7 +493,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Not a timing: the two modes are meant to give the same answer; a quick sanity check.
         "masks_identical_across_modes": [
             bool(np.array_equal(a, b))
-            for a, b in zip(last_masks["cached"], last_masks["recompute"], strict=True)],
+            for a, b in zip(last_masks["cached"], last_masks["recompute"], strict=True)
+        ],
         "found": found,
         "raw_wall_ms": walls,
     }
@@ -435,10 +502,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"{result_name(args.backend)}.json"
     json_path.write_text(json.dumps(report, indent=1))
-    title = (f"SegLLM per-round latency ({args.backend}), {args.repeats} repeats, "
-             f"{args.threads} thread(s), "
-             f"{info['cpu_model']}\nmodel {model_path.name}, frame "
-             f"{frame.height}x{frame.width}, torch {torch.__version__}")
+    title = (
+        f"SegLLM per-round latency ({args.backend}), {args.repeats} repeats, "
+        f"{args.threads} thread(s), "
+        f"{info['cpu_model']}\nmodel {model_path.name}, frame "
+        f"{frame.height}x{frame.width}, torch {torch.__version__}"
+    )
     png_path = args.out / f"{result_name(args.backend)}.png"
     plot(table, summary, png_path, args.log_y, title)
 
@@ -447,10 +516,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     flat = summary["cached_last_over_cached_round2"]
     speed = summary["recompute_over_cached_at_last_round"]
     last = summary["last_round"]
-    print(f"\ncached round {last} / cached round 2 = {flat['value']:.2f} "
-          f"(target <= {FLAT_TARGET}: {'pass' if flat['pass'] else 'FAIL'})")
-    print(f"recompute / cached at round {last} = {speed['value']:.2f} "
-          f"(target >= {SPEEDUP_TARGET:g}: {'pass' if speed['pass'] else 'FAIL'})")
+    print(
+        f"\ncached round {last} / cached round 2 = {flat['value']:.2f} "
+        f"(target <= {FLAT_TARGET}: {'pass' if flat['pass'] else 'FAIL'})"
+    )
+    print(
+        f"recompute / cached at round {last} = {speed['value']:.2f} "
+        f"(target >= {SPEEDUP_TARGET:g}: {'pass' if speed['pass'] else 'FAIL'})"
+    )
     print("round 1 includes the image encoders (CLIP + SAM), so it is not in the ratios")
     print(f"wrote {json_path} and {png_path}")
     return report

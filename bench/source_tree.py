@@ -20,4 +20,3 @@ def use_source_tree(extra: list[Path] = ()) -> None:
     for path in [*extra, *reversed(SOURCE_PATHS)]:
         if path.is_dir():
             sys.path.insert(0, str(path))
-

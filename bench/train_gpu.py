@@ -43,25 +43,63 @@ from segllm_training.trainer.build import (  # noqa: E402
 )
 from segllm_training.trainer.losses import LossWeights, forward_batch  # noqa: E402
 
-WORDS = ["the", "red", "green", "blue", "square", "circle", "left", "right", "of", "to",
-         "output", "round", "instance", "again"]
+WORDS = [
+    "the",
+    "red",
+    "green",
+    "blue",
+    "square",
+    "circle",
+    "left",
+    "right",
+    "of",
+    "to",
+    "output",
+    "round",
+    "instance",
+    "again",
+]
 
 REAL_CONFIG = ROOT / "config" / "models" / "segllm_7b_sam_vit_h.yaml"
 # bench/results/train_gpu_h100_*.json were measured with the CLIP ViT-L/14-336 tower and
 # LLaVA-1.5's padded 32064-row vocabulary; the yaml (DESIGN) has 224 px and 32000 rows.
 MEASURED = {"vision": {"image_size": 336}, "llm": {"vocab_size": 32064}}
 TINY = {
-    "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-               "num_attention_heads": 2, "image_size": 56, "patch_size": 14,
-               "projection_dim": 32},
-    "llm": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
-            "max_position_embeddings": 512, "vocab_size": 256},
+    "vision": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 56,
+        "patch_size": 14,
+        "projection_dim": 32,
+    },
+    "llm": {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 512,
+        "vocab_size": 256,
+    },
 }
-TINY_SAM = SamConfig(image_encoder="vit", image_size=128, patch_size=16, encoder_embed_dim=32,
-                     encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1],
-                     encoder_window_size=4, prompt_embed_dim=32, decoder_mlp_dim=64,
-                     decoder_num_heads=2, iou_head_hidden_dim=32, mask_in_chans=8)
+TINY_SAM = SamConfig(
+    image_encoder="vit",
+    image_size=128,
+    patch_size=16,
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=[1],
+    encoder_window_size=4,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+    mask_in_chans=8,
+)
 
 
 def conversations(n: int, rounds: int, size: int, seed: int) -> list[Sample]:
@@ -77,8 +115,11 @@ def conversations(n: int, rounds: int, size: int, seed: int) -> list[Sample]:
             w, h = rng.integers(size // 8, size // 2, 2)
             mask = np.zeros((size, size), bool)
             mask[y0 : y0 + h, x0 : x0 + w] = True
-            query = ("the red square" if i == 0 else
-                     f"the blue circle to the left of <the output of round {i}>")
+            query = (
+                "the red square"
+                if i == 0
+                else f"the blue circle to the left of <the output of round {i}>"
+            )
             rnds.append(SampleRound(query, [i] if i else [], mask))
         picked = sorted(int(k) for k in rng.choice(rounds, min(2, rounds), replace=False))
         out.append(Sample(image, rnds, mask_rounds=picked, ref_keep=[True] * (rounds - 1)))
@@ -94,8 +135,11 @@ def real_config() -> SegLLMConfig:
 
 
 def build(tiny: bool, device: torch.device, lora_rank: int) -> SegLLMModel:
-    cfg = (SegLLMConfig(vision=TINY["vision"], llm=TINY["llm"], sam=TINY_SAM) if tiny
-           else real_config())
+    cfg = (
+        SegLLMConfig(vision=TINY["vision"], llm=TINY["llm"], sam=TINY_SAM)
+        if tiny
+        else real_config()
+    )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # frozen weights are bf16 in the real recipe
     try:
@@ -103,15 +147,15 @@ def build(tiny: bool, device: torch.device, lora_rank: int) -> SegLLMModel:
             model = SegLLMModel.build(cfg, build_word_tokenizer(WORDS))
     finally:
         torch.set_default_dtype(previous)
-    model.to(device)          # segment-anything makes its pixel mean/std outside the context
-    model.sam.prompt_encoder.pe_layer.float()   # SAM's coordinate grid is fp32
+    model.to(device)  # segment-anything makes its pixel mean/std outside the context
+    model.sam.prompt_encoder.pe_layer.float()  # SAM's coordinate grid is fp32
     for buf in ("pixel_mean", "pixel_std"):
         setattr(model.sam, buf, getattr(model.sam, buf).float())
     lora = LoraSettings(rank=lora_rank, alpha=2 * lora_rank)
     setup_trainable(model.train(), TrainableSettings(llm="lora", lora=lora))
     for p in model.parameters():
         if p.requires_grad:
-            p.data = p.data.float()         # trainables (and their Adam state) in fp32
+            p.data = p.data.float()  # trainables (and their Adam state) in fp32
     return model
 
 
@@ -149,13 +193,16 @@ def run(args: argparse.Namespace) -> dict:
     counts = count_parameters(model)
     result = {
         "size": "tiny" if args.tiny else "7B + CLIP-L/14-336 + SAM ViT-H",
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor()
-        or "cpu",
+        "device": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "torch": torch.__version__,
         "precision": "bf16 autocast, frozen bf16, trainable fp32",
-        "batch_per_gpu": args.batch, "rounds": args.rounds,
+        "batch_per_gpu": args.batch,
+        "rounds": args.rounds,
         "seq_len": int(batch.input_ids.shape[1]),
-        "params_total": counts["total"], "params_trainable": counts["trainable"],
+        "params_total": counts["total"],
+        "params_trainable": counts["trainable"],
         "build_s": round(build_s, 2),
         "step_s": [round(t, 3) for t in times],
         "median_step_s": round(statistics.median(times[1:] or times), 3),
@@ -177,8 +224,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--image-size", type=int, default=640)
     parser.add_argument("--lora-rank", type=int, default=8)
-    parser.add_argument("--checkpointing", action="store_true",
-                        help="gradient checkpointing in --tiny too (always on at full size)")
+    parser.add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="gradient checkpointing in --tiny too (always on at full size)",
+    )
     args = parser.parse_args(argv)
     result = run(args)
     text = json.dumps(result, indent=2)

@@ -20,33 +20,42 @@ from segllm_ros.launch_args import (
     ros_arguments,
 )
 
-DEFAULT_PARAMS_FILE = PathJoinSubstitution([FindPackageShare("segllm_ros"), "config",
-                                            "segllm.yaml"])
+DEFAULT_PARAMS_FILE = PathJoinSubstitution(
+    [FindPackageShare("segllm_ros"), "config", "segllm.yaml"]
+)
 
 
 def _segllm_node(context: LaunchContext) -> list[Node]:
     """Build the node once the launch arguments are known (empty ones are not passed)."""
     given = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    overrides = {name: ParameterValue(value, value_type=type(value))
-                 for name, value in parameter_overrides(given).items()}
+    overrides = {
+        name: ParameterValue(value, value_type=type(value))
+        for name, value in parameter_overrides(given).items()
+    }
     topic = given["image_topic"]
-    return [Node(
-        package="segllm_ros",
-        executable="segllm_node",
-        name="segllm",
-        namespace=given["namespace"],
-        parameters=[given[PARAMS_FILE], overrides],
-        remappings=[("image", topic), ("image/compressed", f"{topic}/compressed")],
-        arguments=node_arguments(given),
-        ros_arguments=ros_arguments(given),
-        output="screen",
-        emulate_tty=True,
-    )]
+    return [
+        Node(
+            package="segllm_ros",
+            executable="segllm_node",
+            name="segllm",
+            namespace=given["namespace"],
+            parameters=[given[PARAMS_FILE], overrides],
+            remappings=[("image", topic), ("image/compressed", f"{topic}/compressed")],
+            arguments=node_arguments(given),
+            ros_arguments=ros_arguments(given),
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
 
 
 def generate_launch_description() -> LaunchDescription:
-    declared = [DeclareLaunchArgument(name, description=text,
-                                      default_value=DEFAULT_PARAMS_FILE if default is None
-                                      else default)
-                for name, (default, text) in ARGUMENTS.items()]
+    declared = [
+        DeclareLaunchArgument(
+            name,
+            description=text,
+            default_value=DEFAULT_PARAMS_FILE if default is None else default,
+        )
+        for name, (default, text) in ARGUMENTS.items()
+    ]
     return LaunchDescription([*declared, OpaqueFunction(function=_segllm_node)])

@@ -24,20 +24,33 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", type=Path, required=True, help="export folder (manifest.json)")
     parser.add_argument("--precision", default="fp16", choices=TRT_PRECISIONS)
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="engine cache folder (default: <onnx>/engines)")
-    parser.add_argument("--workspace-gb", type=float, default=4.0,
-                        help="TensorRT builder workspace limit (GiB); 1-2 on an Orin Nano")
-    parser.add_argument("--calibration-frames", type=Path, default=None,
-                        help="folder of sample camera frames for int8 calibration")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="engine cache folder (default: <onnx>/engines)"
+    )
+    parser.add_argument(
+        "--workspace-gb",
+        type=float,
+        default=4.0,
+        help="TensorRT builder workspace limit (GiB); 1-2 on an Orin Nano",
+    )
+    parser.add_argument(
+        "--calibration-frames",
+        type=Path,
+        default=None,
+        help="folder of sample camera frames for int8 calibration",
+    )
     parser.add_argument("--calibration-count", type=int, default=64)
     parser.add_argument("--force", action="store_true", help="rebuild cached engines")
     parser.add_argument("--device", type=int, default=0, help="CUDA device index")
     args = parser.parse_args(argv)
-    frames = (read_frames(args.calibration_frames, args.calibration_count)
-              if args.calibration_frames else None)
-    paths = build_engines(args.onnx, args.precision, args.cache, args.workspace_gb, frames,
-                          args.force, args.device)
+    frames = (
+        read_frames(args.calibration_frames, args.calibration_count)
+        if args.calibration_frames
+        else None
+    )
+    paths = build_engines(
+        args.onnx, args.precision, args.cache, args.workspace_gb, frames, args.force, args.device
+    )
     for name, path in paths.items():
         print(f"{name:>13}: {path}")
 

@@ -20,18 +20,31 @@ ARGUMENTS: dict[str, tuple[str | None, str]] = {
     "backend": ("", "inference runtime: torch, onnxruntime or tensorrt; empty: params_file's"),
     "engine_dir": ("", "ONNX export folder (engines/ inside); empty: params_file's"),
     "device": ("", "torch device, e.g. cuda:0; empty: params_file's"),
-    "precision": ("", "fp32/fp16/bf16 (torch), fp32 (onnxruntime), fp32/fp16/int8 (tensorrt)"
-                      "; empty: params_file's"),
+    "precision": (
+        "",
+        "fp32/fp16/bf16 (torch), fp32 (onnxruntime), fp32/fp16/int8 (tensorrt)"
+        "; empty: params_file's",
+    ),
     "mode": ("", "cached or recompute; empty: params_file's"),
-    "image_transport": ("", "raw, or compressed to read <image_topic>/compressed; empty: "
-                            "params_file's"),
+    "image_transport": (
+        "",
+        "raw, or compressed to read <image_topic>/compressed; empty: params_file's",
+    ),
     "use_sim_time": ("", "true to follow /clock (rosbag play --clock); empty: params_file's"),
     "log_level": ("", "debug, info, warn, error or fatal; empty: the ROS default (info)"),
     "autostart": ("true", "false: the node stays unconfigured for a lifecycle manager"),
 }
 
-OVERRIDES = ("model_path", "backend", "engine_dir", "device", "precision", "mode",
-             "image_transport", "use_sim_time")
+OVERRIDES = (
+    "model_path",
+    "backend",
+    "engine_dir",
+    "device",
+    "precision",
+    "mode",
+    "image_transport",
+    "use_sim_time",
+)
 """Launch arguments that set the node parameter of the same name, only when given."""
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")

@@ -39,13 +39,26 @@ def random_image(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
 def tiny_llava_folder(path: Path, tokenizer):
     """A tiny LLaVA-1.5 (HF format) saved with ``tokenizer``, for the builder tests."""
     cfg = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                       num_attention_heads=2, image_size=32, patch_size=8,
-                                       projection_dim=16),
-        text_config=LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                num_attention_heads=4, num_key_value_heads=4,
-                                vocab_size=len(tokenizer), pad_token_id=0),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            projection_dim=16,
+        ),
+        text_config=LlamaConfig(
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=len(tokenizer),
+            pad_token_id=0,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    )
     torch.manual_seed(1)
     llava = LlavaForConditionalGeneration(cfg)
     llava.save_pretrained(path)

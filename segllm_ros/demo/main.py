@@ -49,9 +49,16 @@ def setup_ros_env() -> dict[str, str]:
     return dict(os.environ)
 
 
-def run_conversations(scenes: list[dict[str, Any]], camera: Camera, operator: Operator, out: Path,
-                      round_timeout: float, status_names: dict[int, str],
-                      records: list[DemoRound], summary: dict[str, Any]) -> None:
+def run_conversations(
+    scenes: list[dict[str, Any]],
+    camera: Camera,
+    operator: Operator,
+    out: Path,
+    round_timeout: float,
+    status_names: dict[int, str],
+    records: list[DemoRound],
+    summary: dict[str, Any],
+) -> None:
     """Each scene's scripted rounds in order; a reset before every conversation but the first."""
     previous = ""
     for scene in scenes:
@@ -59,10 +66,18 @@ def run_conversations(scenes: list[dict[str, Any]], camera: Camera, operator: Op
         cid = conv["id"]
         if conv.get("reset_before") and previous:
             resp = operator.reset(previous, round_timeout)
-            print(f"reset {previous!r}: success={resp.success} cleared={resp.cleared} "
-                  f"message={resp.message!r}")
-            summary["resets"].append({"conversation_id": previous, "success": resp.success,
-                                      "cleared": resp.cleared, "message": resp.message})
+            print(
+                f"reset {previous!r}: success={resp.success} cleared={resp.cleared} "
+                f"message={resp.message!r}"
+            )
+            summary["resets"].append(
+                {
+                    "conversation_id": previous,
+                    "success": resp.success,
+                    "cleared": resp.cleared,
+                    "message": resp.message,
+                }
+            )
         if previous:  # main() already shows the first scene
             camera.show(scene["rgb"])
             print(f"camera now shows {scene['name']}")
@@ -72,25 +87,37 @@ def run_conversations(scenes: list[dict[str, Any]], camera: Camera, operator: Op
         strip: list[np.ndarray] = []
         for spec in conv["rounds"]:
             k = spec["round"]
-            rec = DemoRound(cid, k, f"r{k}", spec["query"], list(spec["ref_rounds"]),
-                            spec["target"], spec["target_name"])
+            rec = DemoRound(
+                cid,
+                k,
+                f"r{k}",
+                spec["query"],
+                list(spec["ref_rounds"]),
+                spec["target"],
+                spec["target_name"],
+            )
             records.append(rec)
             result = None
             for _attempt in range(3):  # NO_IMAGE creates no round: asking again is safe
-                result = operator.ask(cid, rec.request_id, rec.query, rec.ref_rounds_sent,
-                                      round_timeout)
+                result = operator.ask(
+                    cid, rec.request_id, rec.query, rec.ref_rounds_sent, round_timeout
+                )
                 if result is None or result.status != result.STATUS_NO_IMAGE:
                     break
                 time.sleep(0.5)
             if result is None:
-                raise DemoError(f"{cid} round {k}: no result within {round_timeout:g} s "
-                                f"for {rec.query!r}", 1)
+                raise DemoError(
+                    f"{cid} round {k}: no result within {round_timeout:g} s for {rec.query!r}", 1
+                )
             rec.round_index, rec.ref_rounds = result.round_index, list(result.ref_rounds)
             rec.status = int(result.status)
             rec.status_name = status_names.get(rec.status, str(rec.status))
             rec.message, rec.found, rec.score = result.message, result.found, result.score
             rec.latency_ms, rec.queue_ms, rec.model_ms = (
-                result.latency_ms, result.queue_ms, result.model_ms)
+                result.latency_ms,
+                result.queue_ms,
+                result.model_ms,
+            )
             rec.frame_stamp_ns = result.header.stamp.sec * 10**9 + result.header.stamp.nanosec
             if 0 < rec.frame_stamp_ns < camera.first_stamp_ns:
                 print(f"  warning: {cid} round {k} was answered on a frame of the previous scene")
@@ -102,9 +129,11 @@ def run_conversations(scenes: list[dict[str, Any]], camera: Camera, operator: Op
             cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             strip.append(image)
             rec.overlay = path.name
-            print(f"  {cid} round {rec.round_index}: {rec.query!r} -> {rec.status_name} "
-                  f"IoU {rec.iou:.2f} ({rec.latency_ms:.0f} ms)"
-                  + (f" [{rec.message}]" if rec.message else ""))
+            print(
+                f"  {cid} round {rec.round_index}: {rec.query!r} -> {rec.status_name} "
+                f"IoU {rec.iou:.2f} ({rec.latency_ms:.0f} ms)"
+                + (f" [{rec.message}]" if rec.message else "")
+            )
         write_strip(out / f"{cid}.png", strip)
         previous = cid
 
@@ -114,13 +143,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="segllm_ros.demo",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="segllm_ros.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
-    parser.add_argument("--model", default=None,
-                        help=f"checkpoint folder (default: ${MODEL_ENV} or models/demo)")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="demo data folder (default: the bundled data/demo)")
+    parser.add_argument(
+        "--model", default=None, help=f"checkpoint folder (default: ${MODEL_ENV} or models/demo)"
+    )
+    parser.add_argument(
+        "--data", type=Path, default=None, help="demo data folder (default: the bundled data/demo)"
+    )
     parser.add_argument("--startup-timeout", type=float, default=90.0)
     parser.add_argument("--round-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
@@ -145,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             raise DemoError(f"no demo data: {exc}", 2) from exc
         scenes = load_demo_data(data_dir)
         summary.update(model=str(model), data=str(data_dir), domain_id=int(env["ROS_DOMAIN_ID"]))
-        print(f"model {model}\ndata {data_dir}\nROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
-              f"(localhost only); node log: {log_path}")
+        print(
+            f"model {model}\ndata {data_dir}\nROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
+            f"(localhost only); node log: {log_path}"
+        )
 
         proc = start_node_process(model, log_path, env, max_image_age=0.0)
         import rclpy  # the ROS modules only after setup_ros_env
@@ -155,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         from segllm_ros.demo.nodes import Camera, Operator, wait_until_ready
         from segllm_ros.msg import SegmentationResult
 
-        status_names = {getattr(SegmentationResult, n): n.removeprefix("STATUS_")
-                        for n in dir(SegmentationResult) if n.startswith("STATUS_")}
+        status_names = {
+            getattr(SegmentationResult, n): n.removeprefix("STATUS_")
+            for n in dir(SegmentationResult)
+            if n.startswith("STATUS_")
+        }
         rclpy.init()
         camera, operator = Camera(), Operator()
         nodes = [camera, operator]
@@ -169,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         ready_s = wait_until_ready(proc, camera, operator, args.startup_timeout, log_path)
         print(f"node up after {ready_s:.1f} s (pid {proc.pid})")
         summary["node_ready_s"] = round(ready_s, 2)
-        run_conversations(scenes, camera, operator, args.out, args.round_timeout,
-                          status_names, records, summary)
+        run_conversations(
+            scenes, camera, operator, args.out, args.round_timeout, status_names, records, summary
+        )
         summary["ok"] = True
     except KeyboardInterrupt:
         print("\nDEMO INTERRUPTED: stopping the node", file=sys.stderr)
@@ -195,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     summary["runtime_s"] = round(time.monotonic() - t0, 2)
     summary["rounds"] = [asdict(r) for r in records]
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"overlays and summary.json in {args.out}; node exit code "
-          f"{summary.get('node_exit_code')}; total {summary['runtime_s']:.1f} s")
+    print(
+        f"overlays and summary.json in {args.out}; node exit code "
+        f"{summary.get('node_exit_code')}; total {summary['runtime_s']:.1f} s"
+    )
     return exit_code

@@ -63,7 +63,8 @@ class Operator(Node):
         super().__init__("demo_operator")
         self.query_pub = self.create_publisher(SegmentationQuery, f"{NS}/query", 10)
         self.result_sub = self.create_subscription(
-            SegmentationResult, f"{NS}/result", self._on_result, 10)
+            SegmentationResult, f"{NS}/result", self._on_result, 10
+        )
         self.reset_client = self.create_client(ResetConversation, f"{NS}/reset")
         self._results: dict[tuple[str, str], SegmentationResult] = {}
         self._cond = threading.Condition()
@@ -73,11 +74,16 @@ class Operator(Node):
             self._results[(msg.conversation_id, msg.request_id)] = msg
             self._cond.notify_all()
 
-    def ask(self, cid: str, rid: str, text: str, refs: list[int],
-            timeout: float) -> SegmentationResult | None:
-        msg = SegmentationQuery(conversation_id=cid, request_id=rid, text=text,
-                                ref_rounds=list(refs),
-                                image_policy=SegmentationQuery.IMAGE_LATEST)
+    def ask(
+        self, cid: str, rid: str, text: str, refs: list[int], timeout: float
+    ) -> SegmentationResult | None:
+        msg = SegmentationQuery(
+            conversation_id=cid,
+            request_id=rid,
+            text=text,
+            ref_rounds=list(refs),
+            image_policy=SegmentationQuery.IMAGE_LATEST,
+        )
         msg.header.stamp = self.get_clock().now().to_msg()
         key = (cid, rid)
         with self._cond:
@@ -102,8 +108,9 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def wait_until_ready(proc: subprocess.Popen, camera: Camera, operator: Operator, timeout: float,
-                     log_path: Path) -> float:
+def wait_until_ready(
+    proc: subprocess.Popen, camera: Camera, operator: Operator, timeout: float, log_path: Path
+) -> float:
     """Block until the node serves reset, has matched every topic and seen a few frames."""
     start = time.monotonic()
     checks = {
@@ -117,13 +124,22 @@ def wait_until_ready(proc: subprocess.Popen, camera: Camera, operator: Operator,
         while not ready():
             # A failed configure leaves the node spinning with no interfaces: fail fast.
             if "cannot load the model" in log_tail(log_path, 50):
-                raise DemoError(f"the node could not load the model; {log_path} ends with:\n"
-                                f"{log_tail(log_path)}", 2)
+                raise DemoError(
+                    f"the node could not load the model; {log_path} ends with:\n"
+                    f"{log_tail(log_path)}",
+                    2,
+                )
             if proc.poll() is not None:
-                raise DemoError(f"the node exited with status {proc.returncode} before "
-                                f"{what} was up; {log_path} ends with:\n{log_tail(log_path)}", 2)
+                raise DemoError(
+                    f"the node exited with status {proc.returncode} before "
+                    f"{what} was up; {log_path} ends with:\n{log_tail(log_path)}",
+                    2,
+                )
             if time.monotonic() - start > timeout:
-                raise DemoError(f"the node did not start within {timeout:.0f} s (waiting for "
-                                f"{what}); {log_path} ends with:\n{log_tail(log_path)}", 2)
+                raise DemoError(
+                    f"the node did not start within {timeout:.0f} s (waiting for "
+                    f"{what}); {log_path} ends with:\n{log_tail(log_path)}",
+                    2,
+                )
             time.sleep(0.05)
     return time.monotonic() - start

@@ -49,12 +49,12 @@ class UnsupportedFrameError(ValueError):
 @dataclass
 class EngineConfig:
     mode: str = "cached"
-    generate_text: bool = False     # generate the answer text (else the model's seg answer)
+    generate_text: bool = False  # generate the answer text (else the model's seg answer)
     max_new_tokens: int = 32
-    mask_threshold: float = 0.0     # on mask logits
+    mask_threshold: float = 0.0  # on mask logits
     max_refs: int = DEFAULT_MAX_REFS
     blank_references: bool = False  # ablation: references resolved but their input zeroed
-    frame_cache_size: int = 8       # frames whose CLIP/SAM features are kept
+    frame_cache_size: int = 8  # frames whose CLIP/SAM features are kept
     # Longest side of the frames kept in a conversation's history (for reference tokens and
     # re-prefills); larger frames are downscaled when recorded. 0 = the SAM input size.
     history_max_side: int = 0
@@ -72,7 +72,7 @@ class RoundResult:
     text: str
     ref_rounds: list[int]
     found: bool
-    mask: np.ndarray                # bool HxW at the frame's resolution
+    mask: np.ndarray  # bool HxW at the frame's resolution
     box: tuple[int, int, int, int] | None
     score: float
     frame: Frame
@@ -106,8 +106,12 @@ class _SegState:
 class SegLLMEngine:
     """The conversation logic, written once for every backend (``Runtime``)."""
 
-    def __init__(self, model: SegLLMModel | Runtime, config: EngineConfig | None = None,
-                 store: ConversationStore | None = None) -> None:
+    def __init__(
+        self,
+        model: SegLLMModel | Runtime,
+        config: EngineConfig | None = None,
+        store: ConversationStore | None = None,
+    ) -> None:
         self.runtime = TorchRuntime(model) if isinstance(model, SegLLMModel) else model
         self.config = config or EngineConfig()
         # ``is None``, not ``or``: an empty store has len 0 and is falsy.
@@ -138,16 +142,23 @@ class SegLLMEngine:
         cache = self._caches.get(conversation_id)
         if cache is not None:
             sizes["kv_cache"] = self.runtime.cache_nbytes(cache.kv)
-            sizes["ref_tokens"] = sum(t.numel() * t.element_size()
-                                      for t in cache.ref_tokens.values())
+            sizes["ref_tokens"] = sum(
+                t.numel() * t.element_size() for t in cache.ref_tokens.values()
+            )
         return sizes
 
     # ----------------------------------------------------------------- public
     @torch.inference_mode()
-    def segment(self, conversation_id: str, query: str, frame: Frame,
-                ref_rounds: list[int] | tuple[int, ...] = (), reset_before: bool = False,
-                on_stage: Callable[[str], None] | None = None,
-                should_cancel: Callable[[], bool] | None = None) -> RoundResult:
+    def segment(
+        self,
+        conversation_id: str,
+        query: str,
+        frame: Frame,
+        ref_rounds: list[int] | tuple[int, ...] = (),
+        reset_before: bool = False,
+        on_stage: Callable[[str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> RoundResult:
         """Run one round (after ending the conversation when ``reset_before``).
 
         Everything that can refuse the query is checked before any state changes: raises
@@ -176,7 +187,9 @@ class SegLLMEngine:
             feats = self._frame_features(frame)
             pinned_frame = conv.pinned_frame
             same = pinned_frame is None or (pinned_frame.key, pinned_frame.image.shape) == (
-                frame.key, frame.image.shape)
+                frame.key,
+                frame.image.shape,
+            )
             pinned = feats if same else self._frame_features(pinned_frame)
             t1 = time.perf_counter()
             stage("reasoning")
@@ -193,15 +206,36 @@ class SegLLMEngine:
         found = mask is not None and bool(mask.any())
         full = mask if found else np.zeros((frame.height, frame.width), bool)
         kept = self._history_frame(frame)
-        rnd = Round.from_mask(conv.num_rounds + 1, query, answer, refs,
-                              self._resize_mask(full, kept) if found else None, score, kept)
+        rnd = Round.from_mask(
+            conv.num_rounds + 1,
+            query,
+            answer,
+            refs,
+            self._resize_mask(full, kept) if found else None,
+            score,
+            kept,
+        )
         self.store.add_round(conv, rnd, kept)
         if cache is not None:
             cache.rounds = conv.num_rounds
-        return RoundResult(conversation_id, rnd.index, query, answer, refs, found, full,
-                           mask_to_box(full) if found else None, score, frame,
-                           {"image": (t1 - t0) * 1e3, "llm": (t2 - t1) * 1e3,
-                            "mask": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3})
+        return RoundResult(
+            conversation_id,
+            rnd.index,
+            query,
+            answer,
+            refs,
+            found,
+            full,
+            mask_to_box(full) if found else None,
+            score,
+            frame,
+            {
+                "image": (t1 - t0) * 1e3,
+                "llm": (t2 - t1) * 1e3,
+                "mask": (t3 - t2) * 1e3,
+                "total": (t3 - t0) * 1e3,
+            },
+        )
 
     def correct_last_round(self, conversation_id: str, mask: np.ndarray) -> None:
         """Replace the mask the last round recorded (an operator's correction, or the ground
@@ -213,8 +247,12 @@ class SegLLMEngine:
         last = conv.rounds[-1]
         frame = conv.frames[last.frame_key]
         mask = self._resize_mask(np.asarray(mask, dtype=bool), frame)
-        self.store.replace_last_round(conversation_id, Round.from_mask(
-            last.index, last.query, last.answer, last.ref_rounds, mask, last.score, frame))
+        self.store.replace_last_round(
+            conversation_id,
+            Round.from_mask(
+                last.index, last.query, last.answer, last.ref_rounds, mask, last.score, frame
+            ),
+        )
         self._drop_cache(conversation_id)
 
     def reset(self, conversation_id: str = "") -> int:
@@ -230,21 +268,25 @@ class SegLLMEngine:
         if short * size / long < 1:
             raise UnsupportedFrameError(
                 f"a {frame.width}x{frame.height} frame is too elongated for the model: its "
-                f"short side would be under 1 px at the {size} px input")
+                f"short side would be under 1 px at the {size} px input"
+            )
 
-    def _resolve(self, conv: Conversation, query: str, ref_rounds: list[int] | tuple[int, ...]
-                 ) -> list[int]:
+    def _resolve(
+        self, conv: Conversation, query: str, ref_rounds: list[int] | tuple[int, ...]
+    ) -> list[int]:
         """The rounds the query refers to; a reference into a conversation that ended says
         so instead of "round 1 does not exist"."""
         try:
-            return resolve_references(query, list(ref_rounds), conv.num_rounds,
-                                      self.config.max_refs)
+            return resolve_references(
+                query, list(ref_rounds), conv.num_rounds, self.config.max_refs
+            )
         except BadReferenceError as exc:
             how = self.store.why_gone(conv.id) if conv.num_rounds == 0 else None
             if how is None:
                 raise
-            raise BadReferenceError(f"conversation {conv.id!r} was {how}: its earlier rounds "
-                                    f"are gone ({exc})") from exc
+            raise BadReferenceError(
+                f"conversation {conv.id!r} was {how}: its earlier rounds are gone ({exc})"
+            ) from exc
 
     # --------------------------------------------------------------- history
     def _history_frame(self, frame: Frame) -> Frame:
@@ -257,15 +299,15 @@ class SegLLMEngine:
             return frame
         size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
         image = cv2.resize(np.asarray(frame.image), size, interpolation=cv2.INTER_AREA)
-        return Frame(image=image, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id,
-                     key=frame.key)
+        return Frame(image=image, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id, key=frame.key)
 
     @staticmethod
     def _resize_mask(mask: np.ndarray, frame: Frame) -> np.ndarray:
         if mask.shape == (frame.height, frame.width):
             return mask
-        return cv2.resize(mask.astype(np.uint8), (frame.width, frame.height),
-                          interpolation=cv2.INTER_NEAREST).astype(bool)
+        return cv2.resize(
+            mask.astype(np.uint8), (frame.width, frame.height), interpolation=cv2.INTER_NEAREST
+        ).astype(bool)
 
     # --------------------------------------------------------------- caches
     def _drop_cache(self, conversation_id: str) -> None:
@@ -287,8 +329,9 @@ class SegLLMEngine:
         self._features.move_to_end(key)
         return feats
 
-    def _reference_tokens(self, conv: Conversation, k: int,
-                          cache: ConversationCache | None) -> torch.Tensor:
+    def _reference_tokens(
+        self, conv: Conversation, k: int, cache: ConversationCache | None
+    ) -> torch.Tensor:
         """Mask + box token of round k's output on the frame it was answered on."""
         if cache is not None and k in cache.ref_tokens:
             return cache.ref_tokens[k]
@@ -302,14 +345,23 @@ class SegLLMEngine:
         return tokens
 
     # ------------------------------------------------------------------- LLM
-    def _round_tokens(self, query: str, answer: str | None, num_refs: int, first: bool
-                      ) -> RoundTokens:
+    def _round_tokens(
+        self, query: str, answer: str | None, num_refs: int, first: bool
+    ) -> RoundTokens:
         runtime = self.runtime
-        return tokenize_round(runtime.tokenizer, runtime.config, query, answer, num_refs, first,
-                              runtime.num_image_tokens)
+        return tokenize_round(
+            runtime.tokenizer,
+            runtime.config,
+            query,
+            answer,
+            num_refs,
+            first,
+            runtime.num_image_tokens,
+        )
 
-    def _feed(self, ids: list[int], refs: list[torch.Tensor], image_tokens: torch.Tensor,
-              cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
+    def _feed(
+        self, ids: list[int], refs: list[torch.Tensor], image_tokens: torch.Tensor, cache: KVCache
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run ids through the LLM on top of ``cache``; returns the hidden states and the
         input embeddings of the fed ids, both (L, H)."""
         input_ids = torch.tensor([ids], device=self.device)
@@ -328,10 +380,12 @@ class SegLLMEngine:
         ids: list[int] = []
         refs: list[torch.Tensor] = []
         for rnd in conv.rounds:
-            ids += self._round_tokens(rnd.query, rnd.answer, len(rnd.ref_rounds),
-                                      rnd.index == 1).ids
-            refs += [self._reference_tokens(conv, k, cache if keep else None)
-                     for k in rnd.ref_rounds]
+            ids += self._round_tokens(
+                rnd.query, rnd.answer, len(rnd.ref_rounds), rnd.index == 1
+            ).ids
+            refs += [
+                self._reference_tokens(conv, k, cache if keep else None) for k in rnd.ref_rounds
+            ]
         if ids:
             self._feed(ids, refs, pinned.image_tokens, cache.kv)
         cache.rounds = conv.num_rounds
@@ -339,8 +393,9 @@ class SegLLMEngine:
             self._caches[conv.id] = cache
         return cache
 
-    def _run_llm(self, conv: Conversation, query: str, refs: list[int], pinned: FrameFeatures
-                 ) -> tuple[str, _SegState | None, ConversationCache | None]:
+    def _run_llm(
+        self, conv: Conversation, query: str, refs: list[int], pinned: FrameFeatures
+    ) -> tuple[str, _SegState | None, ConversationCache | None]:
         """Feed this round (user turn + answer) and return the answer text, the state of its
         ``<seg>`` token (None when the answer has none) and the engine's cache (None in
         recompute mode)."""
@@ -351,11 +406,16 @@ class SegLLMEngine:
             return self._feed_round(conv, query, refs, pinned, cache)
         finally:
             if self.config.mode == "recompute":
-                self.runtime.release_cache(cache.kv)   # rebuilt every round
+                self.runtime.release_cache(cache.kv)  # rebuilt every round
 
-    def _feed_round(self, conv: Conversation, query: str, refs: list[int],
-                    pinned: FrameFeatures, cache: ConversationCache
-                    ) -> tuple[str, _SegState | None, ConversationCache | None]:
+    def _feed_round(
+        self,
+        conv: Conversation,
+        query: str,
+        refs: list[int],
+        pinned: FrameFeatures,
+        cache: ConversationCache,
+    ) -> tuple[str, _SegState | None, ConversationCache | None]:
         """Feed the round on top of ``cache``: answer, ``<seg>`` state, the kept cache."""
         kept = cache if self.config.mode == "cached" else None
         first = conv.num_rounds == 0
@@ -369,11 +429,22 @@ class SegLLMEngine:
         if not seg:
             return answer, None, kept
         start, end = tokens.query_span
-        return answer, _SegState(hidden[len(tokens.user_ids) + seg[0]][None],
-                                 embeds[start:end].mean(0, keepdim=True)), kept
+        return (
+            answer,
+            _SegState(
+                hidden[len(tokens.user_ids) + seg[0]][None], embeds[start:end].mean(0, keepdim=True)
+            ),
+            kept,
+        )
 
-    def _generate(self, query: str, ref_tokens: list[torch.Tensor], first: bool,
-                  pinned: FrameFeatures, cache: KVCache) -> str:
+    def _generate(
+        self,
+        query: str,
+        ref_tokens: list[torch.Tensor],
+        first: bool,
+        pinned: FrameFeatures,
+        cache: KVCache,
+    ) -> str:
         """Greedy answer, one token at a time on the conversation's cache (any backend); the
         cache is then cropped back so the answer is fed once more, exactly like a fixed
         answer."""
@@ -394,8 +465,9 @@ class SegLLMEngine:
         return tok.decode(new, skip_special_tokens=False).strip()
 
     # ------------------------------------------------------------------- SAM
-    def _decode(self, conv: Conversation, seg: _SegState | None, refs: list[int],
-                feats: FrameFeatures) -> tuple[np.ndarray | None, float]:
+    def _decode(
+        self, conv: Conversation, seg: _SegState | None, refs: list[int], feats: FrameFeatures
+    ) -> tuple[np.ndarray | None, float]:
         if seg is None:
             return None, 0.0
         size = self.runtime.config.sam.image_size
@@ -403,8 +475,9 @@ class SegLLMEngine:
         if refs and not self.config.blank_references:
             masks = torch.stack([self._mask_on(conv, k, feats.hw) for k in refs]).float()
             dense = (T.resize_to_input_frame(masks, feats.hw, size) > 0.5).any(0)[None]
-        low, iou = self.runtime.decode_masks(feats.sam_embedding, seg.hidden, seg.turn_embeds,
-                                             dense)
+        low, iou = self.runtime.decode_masks(
+            feats.sam_embedding, seg.hidden, seg.turn_embeds, dense
+        )
         logits = T.postprocess_masks(low.float(), feats.hw, size)[0]
         return (logits > self.config.mask_threshold).cpu().numpy(), float(iou[0, 0])
 
@@ -416,16 +489,32 @@ class SegLLMEngine:
         return mask
 
 
-def load_engine(model_path: str, device: str = "cpu", backend: str = "torch",
-                precision: str = "fp32", engine_dir: str = "", max_conversations: int = 16,
-                max_rounds: int = 32, ttl_s: float = 0.0, state_dir: str = "",
-                llm_quant: str = "none", llm_graphs: bool = False,
-                **config: Any) -> SegLLMEngine:
+def load_engine(
+    model_path: str,
+    device: str = "cpu",
+    backend: str = "torch",
+    precision: str = "fp32",
+    engine_dir: str = "",
+    max_conversations: int = 16,
+    max_rounds: int = 32,
+    ttl_s: float = 0.0,
+    state_dir: str = "",
+    llm_quant: str = "none",
+    llm_graphs: bool = False,
+    **config: Any,
+) -> SegLLMEngine:
     """The engine for a checkpoint folder; ``backend`` selects the runtime (``llm_quant``,
     ``llm_graphs``: torch options). With ``state_dir`` the conversations saved there are
     restored and every round is saved."""
-    runtime = load_runtime(model_path, device, backend, precision, engine_dir,
-                           llm_quant=llm_quant, llm_graphs=llm_graphs)
+    runtime = load_runtime(
+        model_path,
+        device,
+        backend,
+        precision,
+        engine_dir,
+        llm_quant=llm_quant,
+        llm_graphs=llm_graphs,
+    )
     archive = ConversationArchive(state_dir) if state_dir else None
     store = ConversationStore(max_conversations, max_rounds, ttl_s, archive)
     store.restore()

@@ -126,8 +126,11 @@ class ConversationStore:
             self._touch_locked(conv)
             while len(self._items) > self.max_conversations:
                 oldest = next(iter(self._items.values()))
-                ended.append(self._remove_locked(oldest.id, "evicted (max_conversations="
-                                                 f"{self.max_conversations} reached)"))
+                ended.append(
+                    self._remove_locked(
+                        oldest.id, f"evicted (max_conversations={self.max_conversations} reached)"
+                    )
+                )
             snapshot = conv.snapshot() if self.archive is not None else None
         self._finish_drops(ended)
         if snapshot is not None:
@@ -140,8 +143,10 @@ class ConversationStore:
             conv = self._items[conv_id]
             last = conv.rounds[-1]
             if (round.index, round.frame_key) != (last.index, last.frame_key):
-                raise ValueError(f"round {round.index} on {round.frame_key!r} cannot replace "
-                                 f"round {last.index} on {last.frame_key!r}")
+                raise ValueError(
+                    f"round {round.index} on {round.frame_key!r} cannot replace "
+                    f"round {last.index} on {last.frame_key!r}"
+                )
             conv.rounds[-1] = round
             snapshot = conv.snapshot() if self.archive is not None else None
         if snapshot is not None:

@@ -63,7 +63,7 @@ class Query:
     ref_rounds: list[int] = field(default_factory=list)
     image_policy: int = ImagePolicy.LATEST
     image_stamp_ns: int = 0
-    image: Any = None               # sensor_msgs/Image for IMAGE_EMBEDDED
+    image: Any = None  # sensor_msgs/Image for IMAGE_EMBEDDED
     reset_before: bool = False
 
 
@@ -73,7 +73,7 @@ class Outcome:
     status: Status
     message: str = ""
     result: RoundResult | None = None
-    frame: Frame | None = None      # the frame actually segmented (its header goes out)
+    frame: Frame | None = None  # the frame actually segmented (its header goes out)
     queue_ms: float = 0.0
     model_ms: float = 0.0
     latency_ms: float = 0.0
@@ -95,7 +95,7 @@ class WorkerConfig:
     max_image_age_s: float = 2.0
     stamp_tolerance_s: float = 0.05
     max_image_pixels: int = DEFAULT_MAX_PIXELS
-    max_id_chars: int = 256         # conversation_id / request_id
+    max_id_chars: int = 256  # conversation_id / request_id
 
 
 class _Refused(Exception):
@@ -105,8 +105,13 @@ class _Refused(Exception):
 
 
 class QueryWorker:
-    def __init__(self, engine: SegLLMEngine, frames: FrameBuffer, config: WorkerConfig,
-                 now_ns: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        engine: SegLLMEngine,
+        frames: FrameBuffer,
+        config: WorkerConfig,
+        now_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.engine = engine
         self.frames = frames
         self.config = config
@@ -147,15 +152,23 @@ class QueryWorker:
             self._finish(job, Outcome(job.query, Status.BAD_QUERY, problem))
             return False
         if self._thread is None:
-            self._finish(job, Outcome(job.query, Status.MODEL_ERROR,
-                                      "the node is not active (lifecycle state)"))
+            self._finish(
+                job,
+                Outcome(job.query, Status.MODEL_ERROR, "the node is not active (lifecycle state)"),
+            )
             return False
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            self._finish(job, Outcome(job.query, Status.QUEUE_FULL,
-                                      f"the query queue is full ({self.config.queue_size} "
-                                      "waiting); try again when earlier results arrive"))
+            self._finish(
+                job,
+                Outcome(
+                    job.query,
+                    Status.QUEUE_FULL,
+                    f"the query queue is full ({self.config.queue_size} "
+                    "waiting); try again when earlier results arrive",
+                ),
+            )
             return False
         return True
 
@@ -164,13 +177,14 @@ class QueryWorker:
         if not q.text.strip():
             return "the query text is empty"
         if len(q.text) > self.config.max_query_chars:
-            return (f"the query text has {len(q.text)} characters, more than "
-                    f"max_query_chars={self.config.max_query_chars}")
+            return (
+                f"the query text has {len(q.text)} characters, more than "
+                f"max_query_chars={self.config.max_query_chars}"
+            )
         for name in ("conversation_id", "request_id"):
             value = getattr(q, name)
             if len(value) > self.config.max_id_chars:
-                return (f"{name} has {len(value)} characters, more than "
-                        f"{self.config.max_id_chars}")
+                return f"{name} has {len(value)} characters, more than {self.config.max_id_chars}"
         return ""
 
     # ---------------------------------------------------------------- worker
@@ -196,9 +210,15 @@ class QueryWorker:
             if job.cancel.is_set():
                 raise _Refused(Status.CANCELED, "cancelled while waiting in the queue")
             frame = self._select_frame(q)
-            result = self.engine.segment(q.conversation_id, q.text, frame, q.ref_rounds,
-                                         reset_before=q.reset_before, on_stage=job.on_stage,
-                                         should_cancel=job.cancel.is_set)
+            result = self.engine.segment(
+                q.conversation_id,
+                q.text,
+                frame,
+                q.ref_rounds,
+                reset_before=q.reset_before,
+                on_stage=job.on_stage,
+                should_cancel=job.cancel.is_set,
+            )
         except _Refused as refused:
             return Outcome(q, refused.status, str(refused), queue_ms=queue_ms)
         except UnsupportedFrameError as exc:
@@ -211,9 +231,13 @@ class QueryWorker:
             _LOG.exception("model failure in conversation %r", q.conversation_id)
             conv = self.engine.store.get(q.conversation_id)
             done = conv.num_rounds if conv else 0
-            return Outcome(q, Status.MODEL_ERROR,
-                           f"the model failed in round {done + 1} ({type(exc).__name__}: "
-                           f"{exc}); the {done} earlier round(s) are kept", queue_ms=queue_ms)
+            return Outcome(
+                q,
+                Status.MODEL_ERROR,
+                f"the model failed in round {done + 1} ({type(exc).__name__}: "
+                f"{exc}); the {done} earlier round(s) are kept",
+                queue_ms=queue_ms,
+            )
         model_ms = (time.perf_counter() - start) * 1e3
         status, message = Status.OK, ""
         if not result.found:
@@ -229,13 +253,16 @@ class QueryWorker:
             conv = None if q.reset_before else self.engine.store.get(q.conversation_id)
             if conv is not None and conv.pinned_frame is not None:
                 return conv.pinned_frame
-            policy = ImagePolicy.LATEST   # first round: pin what the camera sees now
+            policy = ImagePolicy.LATEST  # first round: pin what the camera sees now
         if policy == ImagePolicy.BY_STAMP:
             tol = int(self.config.stamp_tolerance_s * 1e9)
             buffered = self.frames.closest(q.image_stamp_ns, tol)
             if buffered is None:
-                raise _Refused(Status.NO_IMAGE, f"no buffered frame within "
-                               f"{self.config.stamp_tolerance_s:.3f} s of the requested stamp")
+                raise _Refused(
+                    Status.NO_IMAGE,
+                    f"no buffered frame within "
+                    f"{self.config.stamp_tolerance_s:.3f} s of the requested stamp",
+                )
             return self._to_frame(buffered)
         if policy != ImagePolicy.LATEST:
             raise _Refused(Status.BAD_QUERY, f"unknown image_policy {int(q.image_policy)}")
@@ -245,8 +272,10 @@ class QueryWorker:
         max_age = self.config.max_image_age_s
         age = (self.now_ns() - buffered.stamp_ns) / 1e9
         if max_age > 0 and age > max_age:
-            raise _Refused(Status.IMAGE_TOO_OLD, f"the newest frame is {age:.2f} s old, more "
-                           f"than max_image_age={max_age:g} s")
+            raise _Refused(
+                Status.IMAGE_TOO_OLD,
+                f"the newest frame is {age:.2f} s old, more than max_image_age={max_age:g} s",
+            )
         return self._to_frame(buffered)
 
     def _to_frame(self, buffered: BufferedFrame) -> Frame:

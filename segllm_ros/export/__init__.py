@@ -39,8 +39,9 @@ def _tensor_specs(values) -> list[TensorSpec]:
     return specs
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = "fp32",
-                      max_refs: int = 4) -> Manifest:
+def export_checkpoint(
+    checkpoint: str | Path, out: str | Path, precision: str = "fp32", max_refs: int = 4
+) -> Manifest:
     """Write every graph of ``checkpoint`` to ``out`` and return the manifest written there."""
     from segllm_ros.export.graphs import graph_defs
 
@@ -54,22 +55,38 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = 
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow
         for name, g in graph_defs(model).items():
             path = out / f"{name}.onnx"
-            torch.onnx.export(g.module, g.inputs, str(path), input_names=g.input_names,
-                              output_names=g.output_names, dynamic_axes=g.dynamic_axes,
-                              opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                g.module,
+                g.inputs,
+                str(path),
+                input_names=g.input_names,
+                output_names=g.output_names,
+                dynamic_axes=g.dynamic_axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
             onnx.checker.check_model(str(path), full_check=True)
             graph = onnx.load(str(path), load_external_data=False).graph
-            specs[name] = GraphSpec(path.name, file_sha256(path), _tensor_specs(graph.input),
-                                    _tensor_specs(graph.output))
+            specs[name] = GraphSpec(
+                path.name,
+                file_sha256(path),
+                _tensor_specs(graph.input),
+                _tensor_specs(graph.output),
+            )
     assert set(specs) == set(GRAPHS)
     manifest = Manifest(
-        checkpoint=str(checkpoint), checkpoint_sha256=checkpoint_sha256(checkpoint),
-        precision=precision, opset=OPSET, exporter=f"torch {torch.__version__} torchscript",
+        checkpoint=str(checkpoint),
+        checkpoint_sha256=checkpoint_sha256(checkpoint),
+        precision=precision,
+        opset=OPSET,
+        exporter=f"torch {torch.__version__} torchscript",
         graphs=specs,
-        limits={"seq": model.llm.config.max_position_embeddings,
-                "past": model.llm.config.max_position_embeddings,
-                "total": model.llm.config.max_position_embeddings,
-                "refs": max_refs})
+        limits={
+            "seq": model.llm.config.max_position_embeddings,
+            "past": model.llm.config.max_position_embeddings,
+            "total": model.llm.config.max_position_embeddings,
+            "refs": max_refs,
+        },
+    )
     manifest.save(out)
     return manifest
-

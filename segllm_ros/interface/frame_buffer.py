@@ -29,12 +29,12 @@ DEFAULT_MAX_BYTES = 256 * 2**20
 
 @dataclass
 class BufferedFrame:
-    msg: Any                       # sensor_msgs/Image or CompressedImage (duck-typed)
+    msg: Any  # sensor_msgs/Image or CompressedImage (duck-typed)
     compressed: bool
     stamp_ns: int
     frame_id: str
-    nbytes: int = 0                # size of the message's data as received
-    refused: str = ""              # why the frame was not kept (its pixels are dropped)
+    nbytes: int = 0  # size of the message's data as received
+    refused: str = ""  # why the frame was not kept (its pixels are dropped)
     _decoded: np.ndarray | None = field(default=None, repr=False)
 
     def decode(self, max_pixels: int) -> np.ndarray:
@@ -43,11 +43,12 @@ class BufferedFrame:
             raise ImageDecodeError(self.refused)
         if self._decoded is None:
             if self.compressed:
-                self._decoded = decode_compressed(self.msg.format, bytes(self.msg.data),
-                                                  max_pixels=max_pixels)
+                self._decoded = decode_compressed(
+                    self.msg.format, bytes(self.msg.data), max_pixels=max_pixels
+                )
             else:
                 self._decoded = image_from_msg(self.msg, max_pixels=max_pixels)
-            self.msg = None        # the pixels now live in _decoded only
+            self.msg = None  # the pixels now live in _decoded only
         return self._decoded
 
 
@@ -59,8 +60,12 @@ class FrameBuffer:
     """The last ``capacity`` frames (at most ``max_bytes`` of messages), newest last;
     thread-safe. The newest frame is always kept, whatever its size."""
 
-    def __init__(self, capacity: int = 30, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        capacity: int = 30,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
         self._frames: deque[BufferedFrame] = deque(maxlen=max(1, capacity))
@@ -68,11 +73,18 @@ class FrameBuffer:
         self._lock = threading.Lock()
 
     def push(self, msg: Any, compressed: bool = False) -> None:
-        frame = BufferedFrame(msg, compressed, stamp_to_ns(msg.header.stamp),
-                              msg.header.frame_id, nbytes=len(msg.data))
+        frame = BufferedFrame(
+            msg,
+            compressed,
+            stamp_to_ns(msg.header.stamp),
+            msg.header.frame_id,
+            nbytes=len(msg.data),
+        )
         if not compressed and int(msg.height) * int(msg.width) > self.max_pixels:
-            frame.refused = (f"image size {msg.width}x{msg.height} exceeds "
-                             f"max_pixels={self.max_pixels} (max_image_pixels)")
+            frame.refused = (
+                f"image size {msg.width}x{msg.height} exceeds "
+                f"max_pixels={self.max_pixels} (max_image_pixels)"
+            )
             frame.msg, frame.nbytes = None, 0
         with self._lock:
             if len(self._frames) == self._frames.maxlen:

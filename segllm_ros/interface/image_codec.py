@@ -273,8 +273,9 @@ def fill_image_msg(msg: Any, array: np.ndarray, encoding: str = "rgb8") -> Any:
     return set_image_fields(msg, height, width, encoding, step, data)
 
 
-def set_image_fields(msg: Any, height: int, width: int, encoding: str, step: int,
-                     data: array.array) -> Any:
+def set_image_fields(
+    msg: Any, height: int, width: int, encoding: str, step: int, data: array.array
+) -> Any:
     """Set the pixel fields of a (duck-typed) ``sensor_msgs/Image``; header left alone."""
     msg.height = height
     msg.width = width

@@ -16,23 +16,30 @@ class Batch:
     """B conversations with R rounds in all; each round's ``<seg>`` is decoded into a mask.
     ``labels``, ``targets`` and ``first_ref`` are the training targets (None: predict only)."""
 
-    images: list[torch.Tensor]     # per conversation (3, H, W) 0..255; sizes may differ
-    input_ids: torch.Tensor        # (B, L)
-    attention_mask: torch.Tensor   # (B, L)
-    labels: torch.Tensor | None    # (B, L) answer tokens, IGNORE_INDEX elsewhere
-    seg_batch: torch.Tensor        # (R,) image index of each round
-    seg_pos: torch.Tensor          # (R,) position of each round's <seg>
-    turn_pool: torch.Tensor        # (R, L) averaging weights over each round's query tokens
+    images: list[torch.Tensor]  # per conversation (3, H, W) 0..255; sizes may differ
+    input_ids: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L)
+    labels: torch.Tensor | None  # (B, L) answer tokens, IGNORE_INDEX elsewhere
+    seg_batch: torch.Tensor  # (R,) image index of each round
+    seg_pos: torch.Tensor  # (R,) position of each round's <seg>
+    turn_pool: torch.Tensor  # (R, L) averaging weights over each round's query tokens
     ref_masks: list[torch.Tensor]  # per image: (refs in sequence order, H, W) bool
-    targets: torch.Tensor | None   # (R, S, S) target masks in SAM input space
-    dense_ref: torch.Tensor        # (R, S, S) union of referenced masks, SAM input space
+    targets: torch.Tensor | None  # (R, S, S) target masks in SAM input space
+    dense_ref: torch.Tensor  # (R, S, S) union of referenced masks, SAM input space
     first_ref: torch.Tensor | None  # (R, S, S) first referenced mask (mask-aware decoding)
-    has_ref: torch.Tensor          # (R,) bool
-    mask_weight: torch.Tensor      # (R,) bool: round is decoded (and gets a mask loss)
+    has_ref: torch.Tensor  # (R,) bool
+    mask_weight: torch.Tensor  # (R,) bool: round is decoded (and gets a mask loss)
     ref_keep: list[torch.Tensor] | None = None  # per image: (refs,) bool, None = model draws
 
     def to(self, device: torch.device | str) -> Batch:
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else
-                     [t.to(device) for t in v] if isinstance(v, list) else v)
-                 for k, v in self.__dict__.items()}
+        moved = {
+            k: (
+                v.to(device)
+                if isinstance(v, torch.Tensor)
+                else [t.to(device) for t in v]
+                if isinstance(v, list)
+                else v
+            )
+            for k, v in self.__dict__.items()
+        }
         return Batch(**moved)

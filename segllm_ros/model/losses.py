@@ -18,8 +18,8 @@ class LossWeights:
     bce: float = 2.0
     dice: float = 0.5
     target: float = 1.0
-    iou: float = 1.0         # SAM's IoU head learns to predict the mask's real IoU (the score)
-    reference: float = 0.5   # mask-aware decoding: re-segment the referenced object (0: skip)
+    iou: float = 1.0  # SAM's IoU head learns to predict the mask's real IoU (the score)
+    reference: float = 0.5  # mask-aware decoding: re-segment the referenced object (0: skip)
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -33,7 +33,8 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor, w: LossWeights) -> tor
     if logits.shape[0] == 0:
         return logits.sum() * 0
     return w.bce * F.binary_cross_entropy_with_logits(logits, target) + w.dice * dice_loss(
-        logits, target)
+        logits, target
+    )
 
 
 def batch_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

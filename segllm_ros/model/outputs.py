@@ -18,15 +18,15 @@ class SegLLMOutput:
     ``ref_mask``), ``mask_iou`` the real IoU of each decoded mask that ``iou_pred`` regresses.
     """
 
-    logits: torch.Tensor                 # (B, L-1, V) position t's logits for token t+1
-    seg_hidden: torch.Tensor             # (R, H) last hidden state at each round's <seg>
-    prompts: torch.Tensor                # (R, slots, T, C) SAM prompt tokens (slot 0: target)
-    mask_rounds: torch.Tensor            # (M,) indices of the decoded rounds, in order
-    low_res_masks: torch.Tensor          # (M, 1, s, s) SAM's low-res mask logits
-    masks: torch.Tensor                  # (M, S, S) the same at SAM's input size
-    iou_predictions: torch.Tensor        # (M,) SAM's predicted IoU
-    ref_rounds: torch.Tensor | None      # (K,) decoded rounds whose reference was decoded
-    ref_masks: torch.Tensor | None       # (K, S, S) mask logits of the referenced object
+    logits: torch.Tensor  # (B, L-1, V) position t's logits for token t+1
+    seg_hidden: torch.Tensor  # (R, H) last hidden state at each round's <seg>
+    prompts: torch.Tensor  # (R, slots, T, C) SAM prompt tokens (slot 0: target)
+    mask_rounds: torch.Tensor  # (M,) indices of the decoded rounds, in order
+    low_res_masks: torch.Tensor  # (M, 1, s, s) SAM's low-res mask logits
+    masks: torch.Tensor  # (M, S, S) the same at SAM's input size
+    iou_predictions: torch.Tensor  # (M,) SAM's predicted IoU
+    ref_rounds: torch.Tensor | None  # (K,) decoded rounds whose reference was decoded
+    ref_masks: torch.Tensor | None  # (K, S, S) mask logits of the referenced object
     loss: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     mask_iou: torch.Tensor | None = None  # (M,)

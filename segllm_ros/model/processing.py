@@ -45,8 +45,9 @@ class Graphs(Protocol):
     def sam_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
         """SAM pixels (B, 3, S, S) -> image embeddings (B, C, h, w)."""
 
-    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor,
-                          keep: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_references(
+        self, crops: torch.Tensor, boxes: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Masked-crop CLIP pixels (R, 3, S, S) + boxes (R, 4) -> (R, 2, hidden); ``keep``
         is the training draw of reference-token dropout (None outside training)."""
 
@@ -60,8 +61,8 @@ class FrameFeatures:
     must not hold a full-resolution float copy of every frame (reference crops are taken from
     the conversation's own frames)."""
 
-    hw: tuple[int, int]          # the frame's (H, W)
-    image_tokens: torch.Tensor   # (N, llm_hidden)
+    hw: tuple[int, int]  # the frame's (H, W)
+    image_tokens: torch.Tensor  # (N, llm_hidden)
     sam_embedding: torch.Tensor  # (1, C, h, w)
 
 
@@ -87,12 +88,16 @@ def sam_embedding(graphs: Graphs, images: torch.Tensor | list[torch.Tensor]) -> 
 def encode_frame(graphs: Graphs, image: np.ndarray | torch.Tensor) -> FrameFeatures:
     """One camera frame (HxWx3 uint8) -> the features every round on it reuses."""
     img = T.to_tensor(image).to(graphs.device)
-    return FrameFeatures((int(img.shape[1]), int(img.shape[2])), image_tokens(graphs, img[None])[0],
-                         sam_embedding(graphs, img[None]))
+    return FrameFeatures(
+        (int(img.shape[1]), int(img.shape[2])),
+        image_tokens(graphs, img[None])[0],
+        sam_embedding(graphs, img[None]),
+    )
 
 
-def reference_tokens(graphs: Graphs, image: torch.Tensor, masks: torch.Tensor,
-                     keep: torch.Tensor | None = None) -> torch.Tensor:
+def reference_tokens(
+    graphs: Graphs, image: torch.Tensor, masks: torch.Tensor, keep: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mask-encoding scheme: earlier masks (R, H, W) on ``image`` (3, H, W) -> (2R, hidden)
     tokens interleaved [mask_1, box_1, mask_2, ...]; ``keep`` (R,) bool is the training
     dropout draw when the caller makes it."""
@@ -103,8 +108,12 @@ def reference_tokens(graphs: Graphs, image: torch.Tensor, masks: torch.Tensor,
     return tokens.reshape(-1, tokens.shape[-1])
 
 
-def embed(graphs: Graphs, input_ids: torch.Tensor, image_tokens: torch.Tensor | None,
-          ref_tokens: torch.Tensor | None) -> torch.Tensor:
+def embed(
+    graphs: Graphs,
+    input_ids: torch.Tensor,
+    image_tokens: torch.Tensor | None,
+    ref_tokens: torch.Tensor | None,
+) -> torch.Tensor:
     """Token embeddings (B, L, hidden) with the ``<image>`` and ``<ref>`` placeholders filled
     in order."""
     is_image = input_ids == graphs.image_token_id

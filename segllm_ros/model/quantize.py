@@ -29,8 +29,10 @@ def group_size_for(module: nn.Module) -> int:
     for size in _GROUP_SIZES:
         if all(w % size == 0 for w in widths):
             return size
-    raise ValueError(f"no int4 group size in {_GROUP_SIZES} divides the LLM's layer widths "
-                     f"{sorted(widths)}; use int8")
+    raise ValueError(
+        f"no int4 group size in {_GROUP_SIZES} divides the LLM's layer widths "
+        f"{sorted(widths)}; use int8"
+    )
 
 
 def quantize_llm(model: nn.Module, scheme: str) -> nn.Module:
@@ -54,8 +56,9 @@ def quantize_llm(model: nn.Module, scheme: str) -> nn.Module:
     elif next(decoder.parameters()).device.type == "cuda":
         config = Int4WeightOnlyConfig(group_size=group_size_for(decoder))
     else:
-        config = IntxWeightOnlyConfig(weight_dtype=torch.int4,
-                                      granularity=PerGroup(group_size_for(decoder)))
+        config = IntxWeightOnlyConfig(
+            weight_dtype=torch.int4, granularity=PerGroup(group_size_for(decoder))
+        )
     quantize_(decoder, config, filter_fn=lambda m, _name: isinstance(m, nn.Linear))
     return model
 

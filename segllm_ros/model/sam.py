@@ -46,8 +46,8 @@ def sinusoidal_grid(channels: int, size: int) -> torch.Tensor:
     code = torch.cat([pos.sin(), pos.cos()], dim=1)  # (size, channels / 2)
     grid = torch.zeros(channels, size, size)
     half = code.shape[1]
-    grid[:half] = code.T[:, None, :].expand(half, size, size)      # varies along x
-    grid[half:2 * half] = code.T[:, :, None].expand(half, size, size)  # varies along y
+    grid[:half] = code.T[:, None, :].expand(half, size, size)  # varies along x
+    grid[half : 2 * half] = code.T[:, :, None].expand(half, size, size)  # varies along y
     return grid[None]
 
 
@@ -81,24 +81,37 @@ class ConvImageEncoder(nn.Module):
     decoder cannot output one of them ("the red circle on the left").
     """
 
-    def __init__(self, channels: list[int], out_chans: int, patch_size: int,
-                 embedding_size: int, pos_embed: bool = True, context_layers: int = 0) -> None:
+    def __init__(
+        self,
+        channels: list[int],
+        out_chans: int,
+        patch_size: int,
+        embedding_size: int,
+        pos_embed: bool = True,
+        context_layers: int = 0,
+    ) -> None:
         super().__init__()
         stages = len(channels)
         if 2**stages != patch_size:
-            raise ValueError(f"{stages} stride-2 stages give patch size {2**stages}, "
-                             f"config says {patch_size}")
+            raise ValueError(
+                f"{stages} stride-2 stages give patch size {2**stages}, config says {patch_size}"
+            )
         layers: list[nn.Module] = []
         in_ch = 3
         for ch in channels:
-            layers += [nn.Conv2d(in_ch, ch, 3, stride=2, padding=1), nn.GELU(),
-                       nn.Conv2d(ch, ch, 3, padding=1), nn.GELU()]
+            layers += [
+                nn.Conv2d(in_ch, ch, 3, stride=2, padding=1),
+                nn.GELU(),
+                nn.Conv2d(ch, ch, 3, padding=1),
+                nn.GELU(),
+            ]
             in_ch = ch
         layers += [nn.Conv2d(in_ch, out_chans, 1), LayerNorm2d(out_chans)]
         self.net = nn.Sequential(*layers)
         self.context = nn.Sequential(*(ContextBlock(out_chans) for _ in range(context_layers)))
-        self.pos_embed = (nn.Parameter(0.5 * sinusoidal_grid(out_chans, embedding_size))
-                          if pos_embed else None)
+        self.pos_embed = (
+            nn.Parameter(0.5 * sinusoidal_grid(out_chans, embedding_size)) if pos_embed else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.context(self.net(x))
@@ -127,9 +140,14 @@ def build_sam(cfg: SamConfig) -> nn.Module:
             out_chans=cfg.prompt_embed_dim,
         )
     elif cfg.image_encoder == "cnn":
-        image_encoder = ConvImageEncoder(cfg.cnn_channels, cfg.prompt_embed_dim, cfg.patch_size,
-                                         cfg.embedding_size, cfg.cnn_pos_embed,
-                                         cfg.cnn_context_layers)
+        image_encoder = ConvImageEncoder(
+            cfg.cnn_channels,
+            cfg.prompt_embed_dim,
+            cfg.patch_size,
+            cfg.embedding_size,
+            cfg.cnn_pos_embed,
+            cfg.cnn_context_layers,
+        )
     else:
         raise ValueError(f"unknown SAM image encoder {cfg.image_encoder!r} (vit or cnn)")
     size = cfg.embedding_size

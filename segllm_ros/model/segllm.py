@@ -55,8 +55,11 @@ class SegHead(nn.Module):
     def __init__(self, hidden: int, prompt_dim: int, num_tokens: int, num_slots: int) -> None:
         super().__init__()
         self.shape = (num_slots, num_tokens, prompt_dim)
-        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, num_slots * num_tokens * prompt_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_slots * num_tokens * prompt_dim),
+        )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.mlp(h).view(h.shape[0], *self.shape)
@@ -85,30 +88,39 @@ def build_llm(spec: dict, tokenizer) -> nn.Module:
     ``gguf_file``). Never runs code shipped with a checkpoint."""
     spec = dict(spec)
     if "trust_remote_code" in spec:
-        raise ValueError("config.llm sets trust_remote_code: a checkpoint cannot run code; "
-                         "only transformers' own model classes load")
+        raise ValueError(
+            "config.llm sets trust_remote_code: a checkpoint cannot run code; "
+            "only transformers' own model classes load"
+        )
     if "pretrained" in spec:
         path = spec.pop("pretrained")
         refused = sorted(set(spec) - set(PRETRAINED_KWARGS))
         if refused:
-            raise ValueError(f"config.llm keys {refused} are not passed to from_pretrained; "
-                             f"allowed: {list(PRETRAINED_KWARGS)}")
+            raise ValueError(
+                f"config.llm keys {refused} are not passed to from_pretrained; "
+                f"allowed: {list(PRETRAINED_KWARGS)}"
+            )
         return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, **spec)
     spec.setdefault("vocab_size", len(tokenizer))
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         spec.setdefault(name, getattr(tokenizer, name))
     model_type = spec.pop("model_type", "llama")
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **spec),
-                                            trust_remote_code=False)
+    return AutoModelForCausalLM.from_config(
+        AutoConfig.for_model(model_type, **spec), trust_remote_code=False
+    )
 
 
 def add_special_tokens(tokenizer, config: SegLLMConfig) -> None:
     """Add the ``<image>``, ``<seg>`` and ``<ref>`` tokens ``tokenizer`` lacks (in place)."""
-    missing = [t for t in (config.image_token, config.seg_token, config.ref_token)
-               if t not in tokenizer.get_vocab()]
+    missing = [
+        t
+        for t in (config.image_token, config.seg_token, config.ref_token)
+        if t not in tokenizer.get_vocab()
+    ]
     if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing},
-                                     replace_extra_special_tokens=False)
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": missing}, replace_extra_special_tokens=False
+        )
 
 
 class SegLLMModel(nn.Module):
@@ -118,8 +130,9 @@ class SegLLMModel(nn.Module):
 
     family = DEFAULT_FAMILY
 
-    def __init__(self, config: SegLLMConfig, tokenizer, llm: nn.Module,
-                 vision_tower: CLIPVisionModel) -> None:
+    def __init__(
+        self, config: SegLLMConfig, tokenizer, llm: nn.Module, vision_tower: CLIPVisionModel
+    ) -> None:
         """Assemble as given: ``tokenizer`` holds the special tokens and ``llm``'s embedding
         table covers it (``build`` sees to both); the new parts get PyTorch's default init."""
         super().__init__()
@@ -140,16 +153,23 @@ class SegLLMModel(nn.Module):
         self.projector = Projector(vision_dim, hidden)
         self.mask_projector = Projector(vision_dim, hidden)
         self.box_encoder = nn.Linear(4, hidden)
-        self.seg_head = SegHead(hidden, prompt_dim, config.num_prompt_tokens,
-                                2 if config.mask_aware_decoding else 1)
+        self.seg_head = SegHead(
+            hidden, prompt_dim, config.num_prompt_tokens, 2 if config.mask_aware_decoding else 1
+        )
         self.sam = build_sam(config.sam)
-        self.reference_embed = (nn.Parameter(torch.zeros(prompt_dim))
-                                if config.dense_reference_prompt else None)
+        self.reference_embed = (
+            nn.Parameter(torch.zeros(prompt_dim)) if config.dense_reference_prompt else None
+        )
         self.turn_norm = nn.LayerNorm(hidden) if config.seg_turn_pooling else None
 
     @classmethod
-    def build(cls, config: SegLLMConfig, tokenizer, llm: nn.Module | None = None,
-              vision_tower: CLIPVisionModel | None = None) -> SegLLMModel:
+    def build(
+        cls,
+        config: SegLLMConfig,
+        tokenizer,
+        llm: nn.Module | None = None,
+        vision_tower: CLIPVisionModel | None = None,
+    ) -> SegLLMModel:
         """A new model: the LLM and vision tower from ``config`` unless given, the special
         tokens added to ``tokenizer`` (in place) and the LLM's embeddings grown to match, the
         new input adapters scaled to the LLM's embeddings, the vision tower frozen when the
@@ -173,7 +193,7 @@ class SegLLMModel(nn.Module):
         <seg> state stops depending on the query. Builders overwrite these with LLaVA's."""
         std = float(self.llm.get_input_embeddings().weight.std())
         for layer in (self.projector.linear_2, self.mask_projector.linear_2, self.box_encoder):
-            layer.weight.normal_(0.0, std / max(1.0, layer.in_features ** 0.5) * 4)
+            layer.weight.normal_(0.0, std / max(1.0, layer.in_features**0.5) * 4)
             layer.bias.zero_()
 
     # ------------------------------------------------------------- properties
@@ -207,28 +227,34 @@ class SegLLMModel(nn.Module):
         w = loss_weights or LossWeights()
         images = P.image_tokens(self, batch.images)
         keeps = batch.ref_keep if batch.ref_keep is not None else [None] * len(batch.ref_masks)
-        ref_tokens = torch.cat([P.reference_tokens(self, img, refs, keep) for img, refs, keep
-                                in zip(batch.images, batch.ref_masks, keeps, strict=True)])
+        ref_tokens = torch.cat(
+            [
+                P.reference_tokens(self, img, refs, keep)
+                for img, refs, keep in zip(batch.images, batch.ref_masks, keeps, strict=True)
+            ]
+        )
         embeds = P.embed(self, batch.input_ids, images.flatten(0, 1), ref_tokens)
         hidden = self.llm_hidden(embeds, batch.attention_mask).last_hidden_state
         logits = self.lm_head(hidden[:, :-1])
         losses = {}
         if batch.labels is not None:
-            losses["text"] = F.cross_entropy(logits.flatten(0, 1),
-                                             batch.labels[:, 1:].flatten(),
-                                             ignore_index=IGNORE_INDEX)
+            losses["text"] = F.cross_entropy(
+                logits.flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+            )
         turn_mean = torch.einsum("rl,rlh->rh", batch.turn_pool, embeds[batch.seg_batch])
         seg_hidden = hidden[batch.seg_batch, batch.seg_pos]
         prompts = self._seg_prompts(seg_hidden, turn_mean)
-        out = self._decode_rounds(batch, prompts, P.sam_embedding(self, batch.images),
-                                  decode_references=w.reference > 0)
+        out = self._decode_rounds(
+            batch, prompts, P.sam_embedding(self, batch.images), decode_references=w.reference > 0
+        )
         out = SegLLMOutput(logits, seg_hidden, prompts, *out, losses=losses)
         if batch.labels is not None and batch.targets is not None:
             add_losses(out, batch, w)
         return out
 
-    def _decode_rounds(self, batch: Batch, prompts: torch.Tensor, sam_emb: torch.Tensor,
-                       decode_references: bool) -> tuple:
+    def _decode_rounds(
+        self, batch: Batch, prompts: torch.Tensor, sam_emb: torch.Tensor, decode_references: bool
+    ) -> tuple:
         """SAM on each image's decoded rounds (and their references): the mask fields of
         ``SegLLMOutput``, in round order."""
         size = self.config.sam.image_size
@@ -251,10 +277,15 @@ class SegLLMModel(nn.Module):
             ious.append(iou[: idx.numel(), 0])
             if len(slots) > 1:
                 ref_rounds.append(with_ref)
-                ref_masks.append(up[idx.numel():])
-        return (torch.cat(rounds), torch.cat(low_res), torch.cat(masks), torch.cat(ious),
-                torch.cat(ref_rounds) if ref_rounds else None,
-                torch.cat(ref_masks) if ref_masks else None)
+                ref_masks.append(up[idx.numel() :])
+        return (
+            torch.cat(rounds),
+            torch.cat(low_res),
+            torch.cat(masks),
+            torch.cat(ious),
+            torch.cat(ref_rounds) if ref_rounds else None,
+            torch.cat(ref_masks) if ref_masks else None,
+        )
 
     # --------------------------------------------- exported graphs, one each
     def _vision_states(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -269,8 +300,9 @@ class SegLLMModel(nn.Module):
         """SAM pixels (B, 3, S, S) -> (B, C, h, w) SAM image embeddings."""
         return self.sam.image_encoder(pixels)
 
-    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor,
-                          keep: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_references(
+        self, crops: torch.Tensor, boxes: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """CLIP pixels of masked crops (R, 3, S, S) + boxes (R, 4) -> (R, 2, hidden) [mask
         token, box token]. Dropped with p in training, scaled by 1-p otherwise; ``keep`` (R,)
         bool is the training draw when the caller makes it (the trainer does, so the draw
@@ -290,22 +322,34 @@ class SegLLMModel(nn.Module):
         """Token ids (B, L) -> the LLM's input embeddings (B, L, hidden)."""
         return self.llm.get_input_embeddings()(input_ids)
 
-    def llm_hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                   past_key_values=None, cache_position: torch.Tensor | None = None):
+    def llm_hidden(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values=None,
+        cache_position: torch.Tensor | None = None,
+    ):
         """Last hidden states of the LLM (no LM head): what ``<seg>`` is read from.
         ``cache_position`` places the tokens in a static cache (padded feeds)."""
-        return self.llm.get_decoder()(inputs_embeds=inputs_embeds,
-                                      attention_mask=attention_mask,
-                                      **{self.cache_kwarg: past_key_values}, use_cache=True,
-                                      cache_position=cache_position)
+        return self.llm.get_decoder()(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            **{self.cache_kwarg: past_key_values},
+            use_cache=True,
+            cache_position=cache_position,
+        )
 
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., hidden) -> next-token logits (..., vocab)."""
         return self.llm.get_output_embeddings()(hidden)
 
-    def decode_from_seg(self, sam_embedding: torch.Tensor, seg_hidden: torch.Tensor,
-                        turn_embeds: torch.Tensor, ref_masks: torch.Tensor | None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode_from_seg(
+        self,
+        sam_embedding: torch.Tensor,
+        seg_hidden: torch.Tensor,
+        turn_embeds: torch.Tensor,
+        ref_masks: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference from one ``<seg>`` state (1, H) to the target slot's low-res mask logits
         and IoU: seg head + SAM prompt/mask decoder."""
         prompts = self._seg_prompts(seg_hidden, turn_embeds)[:, 0]
@@ -331,8 +375,9 @@ class SegLLMModel(nn.Module):
             dense = dense + small * self.reference_embed.view(1, -1, 1, 1)
         return dense
 
-    def _decode_masks(self, sam_embedding: torch.Tensor, prompts: torch.Tensor,
-                      ref_masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_masks(
+        self, sam_embedding: torch.Tensor, prompts: torch.Tensor, ref_masks: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One image embedding (1, C, h, w), R prompts (R, T, C) -> low-res mask logits
         (R, 1, 4h, 4w) and predicted IoU (R, 1)."""
         dense = self._dense_prompt(ref_masks, prompts.shape[0])
@@ -372,10 +417,11 @@ class SegLLMModel(nn.Module):
             raise FileNotFoundError(f"{directory} is not a SegLLM checkpoint: no {CONFIG_NAME}")
         config = SegLLMConfig.load(directory / CONFIG_NAME)
         if config.family != cls.family:
-            raise ValueError(f"{directory} holds a {config.family!r} model, not {cls.family!r}; "
-                             "load it with segllm_ros.model.family.load_pretrained")
-        model = cls.build(config, AutoTokenizer.from_pretrained(directory,
-                                                                trust_remote_code=False))
+            raise ValueError(
+                f"{directory} holds a {config.family!r} model, not {cls.family!r}; "
+                "load it with segllm_ros.model.family.load_pretrained"
+            )
+        model = cls.build(config, AutoTokenizer.from_pretrained(directory, trust_remote_code=False))
         load_model(model, str(directory / WEIGHTS_NAME), device=device)
         return model.to(device).eval()
 
@@ -388,19 +434,28 @@ class SegLLMModel(nn.Module):
         directory = Path(directory)
         old = SegLLMConfig.load(directory / CONFIG_NAME)
         # llm/vision as saved are complete HF dicts; their shapes are checked by the load below
-        rest = replace(config, llm=old.llm, vision=old.vision,
-                       sam=replace(config.sam, cnn_context_layers=old.sam.cnn_context_layers))
+        rest = replace(
+            config,
+            llm=old.llm,
+            vision=old.vision,
+            sam=replace(config.sam, cnn_context_layers=old.sam.cnn_context_layers),
+        )
         if rest != old:
-            raise ValueError(f"{directory}: a checkpoint can only grow CNN context blocks; "
-                             "the rest of the config must match it")
+            raise ValueError(
+                f"{directory}: a checkpoint can only grow CNN context blocks; "
+                "the rest of the config must match it"
+            )
         if config.sam.cnn_context_layers < old.sam.cnn_context_layers:
-            raise ValueError(f"{directory} has {old.sam.cnn_context_layers} context blocks, "
-                             f"the config asks for fewer ({config.sam.cnn_context_layers})")
-        model = cls.build(config, AutoTokenizer.from_pretrained(directory,
-                                                                trust_remote_code=False))
+            raise ValueError(
+                f"{directory} has {old.sam.cnn_context_layers} context blocks, "
+                f"the config asks for fewer ({config.sam.cnn_context_layers})"
+            )
+        model = cls.build(config, AutoTokenizer.from_pretrained(directory, trust_remote_code=False))
         missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False)
-        new = {f"sam.image_encoder.context.{i}."
-               for i in range(old.sam.cnn_context_layers, config.sam.cnn_context_layers)}
+        new = {
+            f"sam.image_encoder.context.{i}."
+            for i in range(old.sam.cnn_context_layers, config.sam.cnn_context_layers)
+        }
         stray = [k for k in missing if not k.startswith(tuple(new))] + unexpected
         if stray:
             raise ValueError(f"{directory}: weights do not match the config: {stray[:5]}")

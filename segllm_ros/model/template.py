@@ -25,8 +25,7 @@ class RoundTokens:
         return self.user_ids + self.answer_ids
 
 
-def user_parts(cfg: SegLLMConfig, query: str, num_refs: int, first: bool
-               ) -> tuple[str, str, str]:
+def user_parts(cfg: SegLLMConfig, query: str, num_refs: int, first: bool) -> tuple[str, str, str]:
     """The user turn as (prefix, references + query, suffix). Reference placeholders (mask +
     box token per earlier round) open the query; the image (round 1 only) comes right after
     the system prompt."""
@@ -44,8 +43,15 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def tokenize_round(tokenizer, cfg: SegLLMConfig, query: str, answer: str | None,
-                   num_refs: int, first: bool, num_image_tokens: int) -> RoundTokens:
+def tokenize_round(
+    tokenizer,
+    cfg: SegLLMConfig,
+    query: str,
+    answer: str | None,
+    num_refs: int,
+    first: bool,
+    num_image_tokens: int,
+) -> RoundTokens:
     """Ids of one round; the single ``<image>`` id is expanded to ``num_image_tokens``
     placeholders that the model fills with projected vision tokens. The parts are tokenised
     separately so the query's position is known exactly."""
@@ -56,7 +62,7 @@ def tokenize_round(tokenizer, cfg: SegLLMConfig, query: str, answer: str | None,
         if tokenizer.bos_token_id is not None:
             head = [tokenizer.bos_token_id, *head]
         at = head.index(image_id)
-        head = head[:at] + [image_id] * num_image_tokens + head[at + 1:]
+        head = head[:at] + [image_id] * num_image_tokens + head[at + 1 :]
     middle = _ids(tokenizer, body)
     user = head + middle + _ids(tokenizer, suffix)
     answer_ids: list[int] = []

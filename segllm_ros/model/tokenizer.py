@@ -22,10 +22,18 @@ def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
     for word in sorted(set(words)):
         vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.WhitespaceSplit(),
-        pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated"),
+        ]
+    )
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
-        eos_token="</s>", additional_special_tokens=["<image>", "<seg>", "<ref>"])
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        additional_special_tokens=["<image>", "<seg>", "<ref>"],
+    )

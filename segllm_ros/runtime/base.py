@@ -41,8 +41,14 @@ class Runtime(ABC):
     dtype: torch.dtype
     backend: str
 
-    def __init__(self, config: SegLLMConfig, tokenizer: Any, num_image_tokens: int,
-                 clip_size: int, hidden_size: int) -> None:
+    def __init__(
+        self,
+        config: SegLLMConfig,
+        tokenizer: Any,
+        num_image_tokens: int,
+        clip_size: int,
+        hidden_size: int,
+    ) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.num_image_tokens = num_image_tokens
@@ -61,8 +67,12 @@ class Runtime(ABC):
         """Earlier masks (R, H, W) on ``image`` -> (2R, hidden) [mask, box] tokens."""
         return P.reference_tokens(self, image, masks)
 
-    def embed(self, input_ids: torch.Tensor, image_tokens: torch.Tensor | None,
-              ref_tokens: torch.Tensor | None) -> torch.Tensor:
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        image_tokens: torch.Tensor | None,
+        ref_tokens: torch.Tensor | None,
+    ) -> torch.Tensor:
         """Ids (1, L) -> input embeddings (1, L, hidden), placeholders filled."""
         return P.embed(self, input_ids, image_tokens, ref_tokens)
 
@@ -75,8 +85,9 @@ class Runtime(ABC):
         """SAM pixels (1, 3, S, S) -> SAM image embedding (1, C, h, w)."""
 
     @abstractmethod
-    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor,
-                          keep: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_references(
+        self, crops: torch.Tensor, boxes: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Masked-crop CLIP pixels (R, 3, S, S) + boxes (R, 4) -> (R, 2, hidden); runtimes
         run inference, where ``keep`` (a training dropout draw) is None."""
 
@@ -102,9 +113,13 @@ class Runtime(ABC):
         """Hidden states (B, hidden) -> next-token logits (B, vocab)."""
 
     @abstractmethod
-    def decode_masks(self, sam_embedding: torch.Tensor, seg_hidden: torch.Tensor,
-                     turn_embeds: torch.Tensor, ref_masks: torch.Tensor | None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode_masks(
+        self,
+        sam_embedding: torch.Tensor,
+        seg_hidden: torch.Tensor,
+        turn_embeds: torch.Tensor,
+        ref_masks: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``<seg>`` state (1, hidden) + turn embedding (1, hidden) + referenced masks in SAM
         input space (1, S, S) or None -> low-res target logits (1, 1, s, s), IoU (1, 1)."""
 

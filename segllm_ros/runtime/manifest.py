@@ -12,8 +12,7 @@ from typing import Any
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
-GRAPHS = ("vision", "mask_encoder", "sam_encoder", "token_embed", "llm", "lm_head",
-          "mask_decoder")
+GRAPHS = ("vision", "mask_encoder", "sam_encoder", "token_embed", "llm", "lm_head", "mask_decoder")
 """Every export holds these graphs (``segllm_ros.export.graphs`` defines them)."""
 CHECKPOINT_FILES = ("config.json", "model.safetensors")
 """What the checkpoint hash covers: the architecture and the weights."""
@@ -48,8 +47,8 @@ def checkpoint_sha256(directory: str | Path) -> str:
 @dataclass
 class TensorSpec:
     name: str
-    shape: list[int | str]   # ints are fixed, strings name a dynamic axis
-    dtype: str               # NumPy name: float32, float16, int64
+    shape: list[int | str]  # ints are fixed, strings name a dynamic axis
+    dtype: str  # NumPy name: float32, float16, int64
 
 
 @dataclass
@@ -61,14 +60,17 @@ class GraphSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GraphSpec:
-        return cls(data["file"], data["sha256"],
-                   [TensorSpec(**t) for t in data["inputs"]],
-                   [TensorSpec(**t) for t in data["outputs"]])
+        return cls(
+            data["file"],
+            data["sha256"],
+            [TensorSpec(**t) for t in data["inputs"]],
+            [TensorSpec(**t) for t in data["outputs"]],
+        )
 
 
 @dataclass
 class Manifest:
-    checkpoint: str                 # path the export was made from (informational)
+    checkpoint: str  # path the export was made from (informational)
     checkpoint_sha256: str
     precision: str
     opset: int
@@ -87,8 +89,10 @@ class Manifest:
         """The manifest of an export folder; ``DeploymentError`` if absent or unreadable."""
         path = Path(directory) / MANIFEST_NAME
         if not path.is_file():
-            raise DeploymentError(f"{path} not found: {directory} holds no SegLLM export; "
-                                  f"create it with `{export_command('<checkpoint>', directory)}`")
+            raise DeploymentError(
+                f"{path} not found: {directory} holds no SegLLM export; "
+                f"create it with `{export_command('<checkpoint>', directory)}`"
+            )
         try:
             data = json.loads(path.read_text())
             if data.get("format") != FORMAT_VERSION:
@@ -96,12 +100,16 @@ class Manifest:
             graphs = {k: GraphSpec.from_dict(v) for k, v in data.pop("graphs").items()}
             manifest = cls(graphs=graphs, **data)
         except (ValueError, KeyError, TypeError) as err:
-            raise DeploymentError(f"{path} is not a valid manifest ({err}); re-export with "
-                                  f"`{export_command('<checkpoint>', directory)}`") from None
+            raise DeploymentError(
+                f"{path} is not a valid manifest ({err}); re-export with "
+                f"`{export_command('<checkpoint>', directory)}`"
+            ) from None
         missing = [g for g in GRAPHS if g not in manifest.graphs]
         if missing:
-            raise DeploymentError(f"{path} lacks graphs {missing}; re-export with "
-                                  f"`{export_command(manifest.checkpoint, directory)}`")
+            raise DeploymentError(
+                f"{path} lacks graphs {missing}; re-export with "
+                f"`{export_command(manifest.checkpoint, directory)}`"
+            )
         return manifest
 
     def check(self, directory: str | Path, checkpoint: str | Path | None) -> None:
@@ -110,17 +118,22 @@ class Manifest:
         directory = Path(directory)
         fix = export_command(checkpoint or self.checkpoint, directory)
         weights = Path(checkpoint or "") / CHECKPOINT_FILES[1]
-        if checkpoint is not None and weights.is_file() \
-                and checkpoint_sha256(checkpoint) != self.checkpoint_sha256:
+        if (
+            checkpoint is not None
+            and weights.is_file()
+            and checkpoint_sha256(checkpoint) != self.checkpoint_sha256
+        ):
             raise DeploymentError(
                 f"{directory / MANIFEST_NAME} was exported from another checkpoint "
-                f"({self.checkpoint}), not {checkpoint}; re-export with `{fix}`")
+                f"({self.checkpoint}), not {checkpoint}; re-export with `{fix}`"
+            )
         for name, spec in self.graphs.items():
             path = directory / spec.file
             if not path.is_file():
-                raise DeploymentError(f"{path} ({name} graph) is missing; re-export with "
-                                      f"`{fix}`")
+                raise DeploymentError(f"{path} ({name} graph) is missing; re-export with `{fix}`")
             if file_sha256(path) != spec.sha256:
-                raise DeploymentError(f"{path} ({name} graph) is corrupt or was changed after "
-                                      f"export (hash differs from the manifest); re-export "
-                                      f"with `{fix}`")
+                raise DeploymentError(
+                    f"{path} ({name} graph) is corrupt or was changed after "
+                    f"export (hash differs from the manifest); re-export "
+                    f"with `{fix}`"
+                )

@@ -35,8 +35,9 @@ class OrtSession:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own exception types
-            raise DeploymentError(f"{path} cannot be loaded by ONNX Runtime ({err}); "
-                                  f"re-export with `{fix}`") from None
+            raise DeploymentError(
+                f"{path} cannot be loaded by ONNX Runtime ({err}); re-export with `{fix}`"
+            ) from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -46,19 +47,24 @@ class OrtSession:
         return {k: torch.from_numpy(v) for k, v in zip(self.output_names, outs, strict=True)}
 
 
-def load_onnxruntime(checkpoint: str | Path, onnx_dir: str | Path, device: str = "cpu",
-                     precision: str | None = None) -> GraphRuntime:
+def load_onnxruntime(
+    checkpoint: str | Path, onnx_dir: str | Path, device: str = "cpu", precision: str | None = None
+) -> GraphRuntime:
     """Check the export against ``checkpoint`` (and ``precision``, when given) and open every
     graph (configure time)."""
     onnx_dir = Path(onnx_dir)
     manifest = Manifest.read(onnx_dir)
     if precision is not None and precision != manifest.precision:
         # before hashing the checkpoint and the graphs and opening sessions for nothing
-        raise ValueError(f"{onnx_dir} holds {manifest.precision} graphs; "
-                         f"precision {precision!r} needs another export")
+        raise ValueError(
+            f"{onnx_dir} holds {manifest.precision} graphs; "
+            f"precision {precision!r} needs another export"
+        )
     manifest.check(onnx_dir, checkpoint)
     providers = providers_for(device)
     fix = export_command(checkpoint, onnx_dir)
-    sessions = {name: OrtSession(onnx_dir / spec.file, providers, fix)
-                for name, spec in manifest.graphs.items()}
+    sessions = {
+        name: OrtSession(onnx_dir / spec.file, providers, fix)
+        for name, spec in manifest.graphs.items()
+    }
     return GraphRuntime(checkpoint, manifest, sessions, "onnxruntime", torch.device("cpu"))

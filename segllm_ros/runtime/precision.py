@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import torch
 
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16,
-                                      "bf16": torch.bfloat16}
+PRECISIONS: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
 
 
 def torch_dtype(precision: str) -> torch.dtype:

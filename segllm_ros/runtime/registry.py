@@ -26,8 +26,11 @@ class Backend:
 
 
 BACKENDS: dict[str, Backend] = {
-    "torch": Backend("segllm_ros.runtime.torch_runtime:load_torch", exported=False,
-                     options=("llm_quant", "llm_graphs")),
+    "torch": Backend(
+        "segllm_ros.runtime.torch_runtime:load_torch",
+        exported=False,
+        options=("llm_quant", "llm_graphs"),
+    ),
     "onnxruntime": Backend("segllm_ros.runtime.onnxruntime:load_onnxruntime", exported=True),
     "tensorrt": Backend("segllm_ros.runtime.tensorrt:load_tensorrt", exported=True),
 }
@@ -40,8 +43,14 @@ def register_backend(name: str, backend: Backend) -> None:
     BACKENDS[name] = backend
 
 
-def load_runtime(model_path: str, device: str = "cpu", backend: str = "torch",
-                 precision: str = "fp32", engine_dir: str = "", **options: object) -> Runtime:
+def load_runtime(
+    model_path: str,
+    device: str = "cpu",
+    backend: str = "torch",
+    precision: str = "fp32",
+    engine_dir: str = "",
+    **options: object,
+) -> Runtime:
     """The runtime for a checkpoint folder. ``engine_dir`` holds the ONNX export (default
     ``<model_path>/onnx``) and, under ``engines/``, the TensorRT engine cache; ``options``
     are backend-specific (torch: ``llm_quant``, ``llm_graphs``) and refused, when set, for a
@@ -50,8 +59,11 @@ def load_runtime(model_path: str, device: str = "cpu", backend: str = "torch",
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     spec = BACKENDS[backend]
-    unsupported = sorted(k for k, v in options.items()
-                         if k not in spec.options and v not in (None, False, "", "none"))
+    unsupported = sorted(
+        k
+        for k, v in options.items()
+        if k not in spec.options and v not in (None, False, "", "none")
+    )
     if unsupported:
         raise ValueError(f"the {backend} backend has no option {', '.join(unsupported)}")
     module, _, function = spec.loader.partition(":")

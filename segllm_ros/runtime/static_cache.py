@@ -28,10 +28,10 @@ DecoderStep = Callable[[torch.Tensor, object, torch.Tensor | None], torch.Tensor
 
 @dataclass(frozen=True)
 class StaticCacheConfig:
-    slots: int = 4                  # conversations with a static cache at once
-    max_len: int = 2048             # tokens per slot (prefix + new round)
-    buckets: tuple[int, ...] = (16, 32, 64, 128, 256)   # padded lengths of a round's feed
-    graphs: bool = False            # replay each bucket through CUDA graphs (CUDA only)
+    slots: int = 4  # conversations with a static cache at once
+    max_len: int = 2048  # tokens per slot (prefix + new round)
+    buckets: tuple[int, ...] = (16, 32, 64, 128, 256)  # padded lengths of a round's feed
+    graphs: bool = False  # replay each bucket through CUDA graphs (CUDA only)
 
     def __post_init__(self) -> None:
         if self.slots < 1 or self.max_len < 1 or not self.buckets:
@@ -72,24 +72,34 @@ class SlotCache:
 
     def nbytes(self) -> int:
         cache = self.static if self.static is not None else self.dynamic
-        return sum(t.numel() * t.element_size() for layer in cache.layers
-                   for t in (layer.keys, layer.values) if t is not None)
+        return sum(
+            t.numel() * t.element_size()
+            for layer in cache.layers
+            for t in (layer.keys, layer.values)
+            if t is not None
+        )
 
 
 class StaticCachePool:
     """The slots of one model, and the bucketed (optionally graph-replayed) decoder step."""
 
-    def __init__(self, config: StaticCacheConfig, llm_config, decoder: DecoderStep,
-                 device: torch.device) -> None:
+    def __init__(
+        self, config: StaticCacheConfig, llm_config, decoder: DecoderStep, device: torch.device
+    ) -> None:
         self.config = config
         self._decoder = decoder
-        self._static = [StaticCache(config=llm_config, max_cache_len=config.max_len)
-                        for _ in range(config.slots)]
+        self._static = [
+            StaticCache(config=llm_config, max_cache_len=config.max_len)
+            for _ in range(config.slots)
+        ]
         self._free = list(range(config.slots))
         # With graphs, one CUDA graph per bucket shape (and slot address), recorded on first
         # use; on a CPU the static cache alone runs (and is what the parity tests check).
-        self._step = (torch.compile(decoder, mode="reduce-overhead", dynamic=False)
-                      if config.graphs and device.type == "cuda" else decoder)
+        self._step = (
+            torch.compile(decoder, mode="reduce-overhead", dynamic=False)
+            if config.graphs and device.type == "cuda"
+            else decoder
+        )
 
     @property
     def free_slots(self) -> int:
@@ -131,17 +141,22 @@ class StaticCachePool:
             positions = torch.arange(start, start + bucket, device=embeds.device)
             hidden = self._step(padded, cache.static, positions)[:, :length].clone()
             if bucket > length:
-                cache.static.crop(length - bucket)   # the next feed overwrites the padding
+                cache.static.crop(length - bucket)  # the next feed overwrites the padding
         cache.length += length
         return hidden
 
     def _to_dynamic(self, cache: SlotCache) -> None:
         """Move a conversation that outgrew its slot to a dynamic cache (same content)."""
-        _LOG.info("a conversation outgrew its static KV slot (%d tokens): continuing eagerly",
-                  self.config.max_len)
+        _LOG.info(
+            "a conversation outgrew its static KV slot (%d tokens): continuing eagerly",
+            self.config.max_len,
+        )
         dynamic = DynamicCache()
         for index, layer in enumerate(cache.static.layers):
-            dynamic.update(layer.keys[:, :, :cache.length].clone(),
-                           layer.values[:, :, :cache.length].clone(), index)
+            dynamic.update(
+                layer.keys[:, :, : cache.length].clone(),
+                layer.values[:, :, : cache.length].clone(),
+                index,
+            )
         self.release(cache)
         cache.dynamic = dynamic

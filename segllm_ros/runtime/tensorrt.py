@@ -35,8 +35,9 @@ ENGINE_DIR = "engines"
 
 
 def build_command(onnx_dir: str | Path, precision: str, force: bool = False) -> str:
-    return (f"python -m segllm_ros.build_engines --onnx {onnx_dir} --precision {precision}"
-            + (" --force" if force else ""))
+    return f"python -m segllm_ros.build_engines --onnx {onnx_dir} --precision {precision}" + (
+        " --force" if force else ""
+    )
 
 
 # ---------------------------------------------------------------------- cache keys
@@ -47,13 +48,14 @@ class EngineKey:
     graph: str
     onnx_sha256: str
     trt_version: str
-    compute_capability: str   # "8.7" (Jetson Orin), "9.0" (H100)
+    compute_capability: str  # "8.7" (Jetson Orin), "9.0" (H100)
     precision: str
 
     @property
     def digest(self) -> str:
-        text = "|".join((self.onnx_sha256, self.trt_version, self.compute_capability,
-                         self.precision))
+        text = "|".join(
+            (self.onnx_sha256, self.trt_version, self.compute_capability, self.precision)
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def path(self, cache_dir: str | Path) -> Path:
@@ -81,21 +83,28 @@ def find_engine(cache_dir: str | Path, key: EngineKey, onnx_dir: str | Path) -> 
             raise DeploymentError(
                 f"{sidecar.with_suffix('.engine')} was built with TensorRT {other.trt_version}"
                 f", this is TensorRT {key.trt_version}; engines are not portable across "
-                f"versions: rebuild with `{fix}`")
-        if other.onnx_sha256 == key.onnx_sha256 and \
-                other.compute_capability != key.compute_capability:
+                f"versions: rebuild with `{fix}`"
+            )
+        if (
+            other.onnx_sha256 == key.onnx_sha256
+            and other.compute_capability != key.compute_capability
+        ):
             raise DeploymentError(
                 f"{sidecar.with_suffix('.engine')} was built for a GPU of compute capability "
                 f"{other.compute_capability}, this one is {key.compute_capability}: rebuild "
-                f"on this machine with `{fix}`")
-    raise DeploymentError(f"{path} not found: no {key.precision} TensorRT engine for the "
-                          f"{key.graph} graph of {onnx_dir} on this GPU/TensorRT; build it "
-                          f"with `{fix}`")
+                f"on this machine with `{fix}`"
+            )
+    raise DeploymentError(
+        f"{path} not found: no {key.precision} TensorRT engine for the "
+        f"{key.graph} graph of {onnx_dir} on this GPU/TensorRT; build it "
+        f"with `{fix}`"
+    )
 
 
 # ------------------------------------------------------------------ profile shapes
-def profile_shapes(spec: GraphSpec, limits: dict[str, int], opt: dict[str, int] | None = None
-                   ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+def profile_shapes(
+    spec: GraphSpec, limits: dict[str, int], opt: dict[str, int] | None = None
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """(min, opt, max) shape of every input with dynamic axes, from the manifest: ``past``
     may be empty (first round), ``seq`` and ``refs`` hold at least one; ``opt`` defaults to
     a typical round (64 new tokens, 256 cached, one reference)."""
@@ -124,9 +133,11 @@ def _trt():
     try:
         import tensorrt
     except ImportError:
-        raise DeploymentError("the tensorrt backend needs TensorRT's Python package "
-                              "(JetPack ships it; on x86 install it from NVIDIA); use "
-                              "backend onnxruntime or torch where it is absent") from None
+        raise DeploymentError(
+            "the tensorrt backend needs TensorRT's Python package "
+            "(JetPack ships it; on x86 install it from NVIDIA); use "
+            "backend onnxruntime or torch where it is absent"
+        ) from None
     return tensorrt
 
 
@@ -136,8 +147,9 @@ def gpu_key_parts(device: int = 0) -> tuple[str, str]:
     return _trt().__version__, f"{major}.{minor}"
 
 
-def calibration_batches(graph: str, frames: Iterable[np.ndarray], manifest: Manifest
-                        ) -> list[torch.Tensor]:
+def calibration_batches(
+    graph: str, frames: Iterable[np.ndarray], manifest: Manifest
+) -> list[torch.Tensor]:
     """Sample camera frames preprocessed exactly as the runtime feeds ``graph``."""
     size = int(manifest.graphs[graph].inputs[0].shape[-1])
     batches = []
@@ -176,9 +188,15 @@ def _calibrator(batches: list[torch.Tensor], cache_file: Path):
     return FrameCalibrator()
 
 
-def build_engine(onnx_path: Path, spec: GraphSpec, limits: dict[str, int], precision: str,
-                 out: Path, workspace_bytes: int, calibration: list[torch.Tensor] | None
-                 ) -> Path:
+def build_engine(
+    onnx_path: Path,
+    spec: GraphSpec,
+    limits: dict[str, int],
+    precision: str,
+    out: Path,
+    workspace_bytes: int,
+    calibration: list[torch.Tensor] | None,
+) -> Path:
     """Parse one ONNX graph and serialise a TensorRT engine for it to ``out``."""
     trt = _trt()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -214,10 +232,15 @@ def build_engine(onnx_path: Path, spec: GraphSpec, limits: dict[str, int], preci
     return out
 
 
-def build_engines(onnx_dir: str | Path, precision: str = "fp16",
-                  cache_dir: str | Path | None = None, workspace_gb: float = 4.0,
-                  calibration_frames: list[np.ndarray] | None = None, force: bool = False,
-                  device: int = 0) -> dict[str, Path]:
+def build_engines(
+    onnx_dir: str | Path,
+    precision: str = "fp16",
+    cache_dir: str | Path | None = None,
+    workspace_gb: float = 4.0,
+    calibration_frames: list[np.ndarray] | None = None,
+    force: bool = False,
+    device: int = 0,
+) -> dict[str, Path]:
     """Every graph of an export as an engine in the cache; cached ones are kept unless
     ``force``. Returns the engine path per graph."""
     if precision not in TRT_PRECISIONS:
@@ -235,10 +258,20 @@ def build_engines(onnx_dir: str | Path, precision: str = "fp16",
         key = EngineKey(name, spec.sha256, version, capability, precision)
         path = key.path(cache_dir)
         if force or not path.is_file():
-            calib = (calibration_batches(name, calibration_frames, manifest)
-                     if graph_precision == "int8" else None)
-            build_engine(onnx_dir / spec.file, spec, manifest.limits, graph_precision, path,
-                         int(workspace_gb * (1 << 30)), calib)
+            calib = (
+                calibration_batches(name, calibration_frames, manifest)
+                if graph_precision == "int8"
+                else None
+            )
+            build_engine(
+                onnx_dir / spec.file,
+                spec,
+                manifest.limits,
+                graph_precision,
+                path,
+                int(workspace_gb * (1 << 30)),
+                calib,
+            )
             write_key(key, path)
         paths[name] = path
     return paths
@@ -254,30 +287,39 @@ class TrtSession:
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise DeploymentError(f"{path} cannot be deserialised (corrupt, or built by "
-                                  f"another TensorRT): rebuild with `{fix}`")
+            raise DeploymentError(
+                f"{path} cannot be deserialised (corrupt, or built by "
+                f"another TensorRT): rebuild with `{fix}`"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self.input_names = [n for n in names if is_input[n]]
         self.output_names = [n for n in names if not is_input[n]]
-        self.dtypes = {n: TORCH_DTYPES[np.dtype(trt.nptype(self.engine.get_tensor_dtype(n)))
-                                       .name] for n in names}
+        self.dtypes = {
+            n: TORCH_DTYPES[np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))).name]
+            for n in names
+        }
         self._dummy = torch.zeros(1, device=device)  # address for empty (first-round) tensors
 
     def _bind(self, name: str, tensor: torch.Tensor) -> None:
         self.context.set_tensor_address(
-            name, tensor.data_ptr() if tensor.numel() else self._dummy.data_ptr())
+            name, tensor.data_ptr() if tensor.numel() else self._dummy.data_ptr()
+        )
 
     def run(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        inputs = {n: feeds[n].to(self.device, self.dtypes[n]).contiguous()
-                  for n in self.input_names}
+        inputs = {
+            n: feeds[n].to(self.device, self.dtypes[n]).contiguous() for n in self.input_names
+        }
         for name, tensor in inputs.items():
             self.context.set_input_shape(name, tuple(tensor.shape))
             self._bind(name, tensor)
-        outputs = {n: torch.empty(tuple(self.context.get_tensor_shape(n)),
-                                  dtype=self.dtypes[n], device=self.device)
-                   for n in self.output_names}
+        outputs = {
+            n: torch.empty(
+                tuple(self.context.get_tensor_shape(n)), dtype=self.dtypes[n], device=self.device
+            )
+            for n in self.output_names
+        }
         for name, tensor in outputs.items():
             self._bind(name, tensor)
         stream = torch.cuda.current_stream(self.device)
@@ -287,9 +329,13 @@ class TrtSession:
         return outputs
 
 
-def load_tensorrt(checkpoint: str | Path, onnx_dir: str | Path, precision: str = "fp16",
-                  device: str = "cuda:0", cache_dir: str | Path | None = None
-                  ) -> GraphRuntime:
+def load_tensorrt(
+    checkpoint: str | Path,
+    onnx_dir: str | Path,
+    precision: str = "fp16",
+    device: str = "cuda:0",
+    cache_dir: str | Path | None = None,
+) -> GraphRuntime:
     """Open the cached engines of an export (configure time); never builds."""
     if precision not in TRT_PRECISIONS:
         raise ValueError(f"tensorrt precision must be one of {TRT_PRECISIONS}")

@@ -19,14 +19,23 @@ class TorchRuntime(Runtime):
 
     def __init__(self, model: SegLLMModel, static_cache: StaticCacheConfig | None = None) -> None:
         self.model = model.eval()
-        super().__init__(model.config, model.tokenizer, model.num_image_tokens,
-                         model.clip_size, model.hidden_size)
-        self.static_cache = (None if static_cache is None else StaticCachePool(
-            static_cache, model.llm.config, self._decoder_step, self.device))
+        super().__init__(
+            model.config,
+            model.tokenizer,
+            model.num_image_tokens,
+            model.clip_size,
+            model.hidden_size,
+        )
+        self.static_cache = (
+            None
+            if static_cache is None
+            else StaticCachePool(static_cache, model.llm.config, self._decoder_step, self.device)
+        )
 
     def _decoder_step(self, inputs_embeds: torch.Tensor, cache, cache_position) -> torch.Tensor:
-        return self.model.llm_hidden(inputs_embeds, past_key_values=cache,
-                                     cache_position=cache_position).last_hidden_state
+        return self.model.llm_hidden(
+            inputs_embeds, past_key_values=cache, cache_position=cache_position
+        ).last_hidden_state
 
     @property
     def device(self) -> torch.device:
@@ -42,8 +51,9 @@ class TorchRuntime(Runtime):
     def sam_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.sam_encoder(pixels)
 
-    def encode_references(self, crops: torch.Tensor, boxes: torch.Tensor,
-                          keep: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_references(
+        self, crops: torch.Tensor, boxes: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.model.encode_references(crops, boxes, keep)
 
     def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -71,18 +81,26 @@ class TorchRuntime(Runtime):
     def cache_nbytes(cache: KVCache) -> int:
         if isinstance(cache, SlotCache):
             return cache.nbytes()
-        return sum(t.numel() * t.element_size() for layer in cache.layers
-                   for t in (layer.keys, layer.values) if t is not None)
+        return sum(
+            t.numel() * t.element_size()
+            for layer in cache.layers
+            for t in (layer.keys, layer.values)
+            if t is not None
+        )
 
 
-def load_torch(checkpoint: str, device: str = "cpu", precision: str = "fp32",
-               llm_quant: str = "none", llm_graphs: bool = False) -> TorchRuntime:
+def load_torch(
+    checkpoint: str,
+    device: str = "cpu",
+    precision: str = "fp32",
+    llm_quant: str = "none",
+    llm_graphs: bool = False,
+) -> TorchRuntime:
     """The checkpoint's model (of its family) on ``device`` in ``precision``; ``llm_quant``
     quantises the LLM's weights (``segllm_ros.model.quantize``), ``llm_graphs`` gives
     conversations static KV slots, replayed as CUDA graphs on a GPU (``static_cache``)."""
     dtype = torch_dtype(precision)  # a bad name fails before the weights are read
     if llm_quant not in QUANT_SCHEMES:
         raise ValueError(f"llm_quant must be one of {QUANT_SCHEMES}, got {llm_quant!r}")
-    model = quantize_llm(load_pretrained(checkpoint, device=device).to_precision(dtype),
-                         llm_quant)
+    model = quantize_llm(load_pretrained(checkpoint, device=device).to_precision(dtype), llm_quant)
     return TorchRuntime(model, StaticCacheConfig(graphs=True) if llm_graphs else None)

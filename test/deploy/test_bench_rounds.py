@@ -41,12 +41,27 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def report(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("bench_out")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "MPLBACKEND": "Agg"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--model", str(tiny_model), "--out", str(out),
-         "--repeats", "1", "--rounds", str(ROUNDS)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--repeats",
+            "1",
+            "--rounds",
+            str(ROUNDS),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "rounds.json").read_text()), out
 

@@ -67,8 +67,7 @@ def converse(runtime, conversation, **config):
     try:
         engine = SegLLMEngine(runtime, EngineConfig(**config))
         frame = Frame.create(conversation.scene.image, 1, "table")
-        results = [engine.segment("c", r.query, frame, r.ref_rounds)
-                   for r in conversation.rounds]
+        results = [engine.segment("c", r.query, frame, r.ref_rounds) for r in conversation.rounds]
     finally:
         del runtime.decode_masks, runtime.lm_logits
     return results, decoded, logits
@@ -98,8 +97,10 @@ def test_onnx_llm_graph_feeds_only_new_tokens(demo_onnx, model):
     past = [np.zeros((1, heads, 0, head_dim), np.float32) for _ in range(2 * layers)]
     pieces = []
     for a, b in ((0, 30), (30, 31), (31, 40)):
-        feeds = {"inputs_embeds": embeds[:, a:b].numpy(),
-                 **dict(zip(kv_names(layers, "past"), past, strict=True))}
+        feeds = {
+            "inputs_embeds": embeds[:, a:b].numpy(),
+            **dict(zip(kv_names(layers, "past"), past, strict=True)),
+        }
         out = session.run(None, feeds)
         pieces.append(out[0])
         past = out[1:]
@@ -111,8 +112,9 @@ def test_onnx_llm_graph_feeds_only_new_tokens(demo_onnx, model):
 
 @pytest.mark.parametrize("generate_text", [False, True])
 def test_onnx_parity_six_round_conversation(model, ort_runtime, conversation, generate_text):
-    ref, ref_decoded, ref_logits = converse(SegLLMEngine(model).runtime, conversation,
-                                            generate_text=generate_text)
+    ref, ref_decoded, ref_logits = converse(
+        SegLLMEngine(model).runtime, conversation, generate_text=generate_text
+    )
     got, decoded, logits = converse(ort_runtime, conversation, generate_text=generate_text)
     assert len(got) == 6 and sum(r.found for r in ref) >= 5
     ious, mask_diffs = [], []
@@ -127,8 +129,10 @@ def test_onnx_parity_six_round_conversation(model, ort_runtime, conversation, ge
         assert logits and "<seg>" in got[0].text
     lm_diffs = [float((la - lb).abs().max()) for la, lb in zip(ref_logits, logits, strict=True)]
     assert max(lm_diffs, default=0.0) <= LOGIT_ATOL
-    print(f"onnx parity: min mask IoU {min(ious):.4f}, max mask-logit diff "
-          f"{max(mask_diffs):.1e}, max LM-logit diff {max(lm_diffs, default=0.0):.1e}")
+    print(
+        f"onnx parity: min mask IoU {min(ious):.4f}, max mask-logit diff "
+        f"{max(mask_diffs):.1e}, max LM-logit diff {max(lm_diffs, default=0.0):.1e}"
+    )
 
 
 def test_onnx_runtime_recompute_mode_equals_cached(ort_runtime, conversation):
@@ -153,8 +157,11 @@ def broken_copy(demo_onnx, tmp_path):
 
 def test_missing_graph_file_is_named(broken_copy):
     (broken_copy / "llm.onnx").unlink()
-    with pytest.raises(DeploymentError, match=r"llm.onnx \(llm graph\) is missing.*"
-                                              r"python -m segllm_ros.export --checkpoint"):
+    with pytest.raises(
+        DeploymentError,
+        match=r"llm.onnx \(llm graph\) is missing.*"
+        r"python -m segllm_ros.export --checkpoint",
+    ):
         load_engine(str(DEMO_MODEL), backend="onnxruntime", engine_dir=str(broken_copy))
 
 
@@ -181,15 +188,19 @@ def test_unparsable_graph_fails_in_onnxruntime_at_load(broken_copy):
 def test_manifest_from_another_checkpoint_is_refused(demo_onnx, tmp_path):
     other = tmp_path / "other_checkpoint"
     tiny_model(seed=3).save_pretrained(other)
-    with pytest.raises(DeploymentError, match=r"exported from another checkpoint.*"
-                                              r"--checkpoint .*other_checkpoint"):
+    with pytest.raises(
+        DeploymentError,
+        match=r"exported from another checkpoint.*"
+        r"--checkpoint .*other_checkpoint",
+    ):
         load_engine(str(other), backend="onnxruntime", engine_dir=str(demo_onnx))
 
 
 def test_corrupt_manifest_and_wrong_precision(broken_copy, demo_onnx):
     with pytest.raises(ValueError, match="fp32 graphs"):
-        load_engine(str(DEMO_MODEL), backend="onnxruntime", engine_dir=str(demo_onnx),
-                    precision="fp16")
+        load_engine(
+            str(DEMO_MODEL), backend="onnxruntime", engine_dir=str(demo_onnx), precision="fp16"
+        )
     (broken_copy / "manifest.json").write_text("{ not json")
     with pytest.raises(DeploymentError, match=r"manifest.json is not a valid manifest"):
         load_engine(str(DEMO_MODEL), backend="onnxruntime", engine_dir=str(broken_copy))

@@ -29,8 +29,18 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = "segllm_ros"
 PY_DIR = Path("lib") / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 # Folders that are build outputs or environments, never sources (used when git is unavailable).
-NOT_SOURCES = {".git", ".venv", "build", "install", "log", "runs", "demo_out", "__pycache__",
-               ".pytest_cache", ".ruff_cache"}
+NOT_SOURCES = {
+    ".git",
+    ".venv",
+    "build",
+    "install",
+    "log",
+    "runs",
+    "demo_out",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+}
 
 
 def _tail(text: str, lines: int = 60) -> str:
@@ -42,11 +52,18 @@ def _source_files() -> list[Path]:
     try:
         out = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=ROOT, capture_output=True, check=True, timeout=60).stdout
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
         names = {Path(n) for n in out.decode().split("\0") if n}
     except (OSError, subprocess.CalledProcessError):
-        names = {p.relative_to(ROOT) for p in ROOT.rglob("*")
-                 if p.is_file() and not NOT_SOURCES & set(p.relative_to(ROOT).parts)}
+        names = {
+            p.relative_to(ROOT)
+            for p in ROOT.rglob("*")
+            if p.is_file() and not NOT_SOURCES & set(p.relative_to(ROOT).parts)
+        }
     for folder in ("models", "data"):  # the install rules need them (bundled demo model)
         names |= {p.relative_to(ROOT) for p in (ROOT / folder).rglob("*") if p.is_file()}
     return sorted(n for n in names if (ROOT / n).is_file())
@@ -106,13 +123,24 @@ def test_colcon_build_installs_a_ros_package(tmp_path):
     env = os.environ.copy()
     env.pop("PYTHONPATH", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [str(colcon), "--log-base", str(ws / "log"), "build",
-           "--base-paths", str(ws / "src"),
-           "--build-base", str(ws / "build"), "--install-base", str(ws / "install"),
-           # console_direct: the build's own output (captured), so a failure's tail (shown
-           # below) holds the compiler/CMake error. colcon-core ships this handler.
-           "--event-handlers", "console_direct+",
-           "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}"]
+    cmd = [
+        str(colcon),
+        "--log-base",
+        str(ws / "log"),
+        "build",
+        "--base-paths",
+        str(ws / "src"),
+        "--build-base",
+        str(ws / "build"),
+        "--install-base",
+        str(ws / "install"),
+        # console_direct: the build's own output (captured), so a failure's tail (shown
+        # below) holds the compiler/CMake error. colcon-core ships this handler.
+        "--event-handlers",
+        "console_direct+",
+        "--cmake-args",
+        f"-DPython3_EXECUTABLE={sys.executable}",
+    ]
     run = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True, timeout=540)
     assert run.returncode == 0, f"colcon build failed:\n{_tail(run.stdout + run.stderr)}"
 
@@ -128,9 +156,14 @@ def test_colcon_build_installs_a_ros_package(tmp_path):
     assert (site / "segllm_training" / "tabletop" / "scenes.py").is_file()
     node = prefix / "lib" / PKG / "segllm_node"
     assert node.is_file() and os.access(node, os.X_OK)
-    for name in ("launch/segllm.launch.py", "config/segllm.yaml", "package.xml",
-                 "models/demo/model.safetensors", "data/demo/demo.json",
-                 "msg/SegmentationQuery.msg"):
+    for name in (
+        "launch/segllm.launch.py",
+        "config/segllm.yaml",
+        "package.xml",
+        "models/demo/model.safetensors",
+        "data/demo/demo.json",
+        "msg/SegmentationQuery.msg",
+    ):
         assert (share / name).is_file(), name
     index = prefix / "share" / "ament_index" / "resource_index"
     assert (index / "packages" / PKG).is_file()  # what `ros2 run` / FindPackageShare look up
@@ -145,9 +178,22 @@ def test_colcon_build_installs_a_ros_package(tmp_path):
     script = tmp_path / "overlay_check.py"
     script.write_text(OVERLAY_CHECK)
     check = subprocess.run(
-        ["bash", "-c", '. "$1/local_setup.sh" && exec "$2" "$3" "$4"', "bash",
-         str(ws / "install"), sys.executable, str(script), str(prefix)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        [
+            "bash",
+            "-c",
+            '. "$1/local_setup.sh" && exec "$2" "$3" "$4"',
+            "bash",
+            str(ws / "install"),
+            sys.executable,
+            str(script),
+            str(prefix),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0, _tail(check.stdout + check.stderr)
     assert "overlay ok" in check.stdout
 
@@ -171,8 +217,14 @@ def test_pip_install_layout(tmp_path):
         except ImportError:
             print("no training")
     """)
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     *files, last = run.stdout.splitlines()
     assert last == "no training"
@@ -202,41 +254,70 @@ def test_launch_file_takes_its_arguments_and_rules_from_launch_args():
     test_launch_args.py checks. A key written into the file itself could override params_file
     unconditionally again, so none of the overridable names may appear in it."""
     tree = ast.parse((ROOT / "launch" / "segllm.launch.py").read_text())
-    imported = {alias.name for node in ast.walk(tree)
-                if isinstance(node, ast.ImportFrom) and node.module == "segllm_ros.launch_args"
-                for alias in node.names}
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "segllm_ros.launch_args"
+        for alias in node.names
+    }
     assert {"ARGUMENTS", "parameter_overrides", "node_arguments", "ros_arguments"} <= imported
-    called = {node.func.id for node in ast.walk(tree)
-              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
-    assert {"parameter_overrides", "node_arguments", "ros_arguments",
-            "DeclareLaunchArgument", "OpaqueFunction"} <= called
+    called = {
+        node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    }
+    assert {
+        "parameter_overrides",
+        "node_arguments",
+        "ros_arguments",
+        "DeclareLaunchArgument",
+        "OpaqueFunction",
+    } <= called
     strings = {_const(node) for node in ast.walk(tree) if isinstance(node, ast.Constant)}
     assert not strings & set(OVERRIDES), strings & set(OVERRIDES)
 
-    nodes = [{kw.arg: _const(kw.value) for kw in node.keywords}
-             for node in ast.walk(tree)
-             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-             and node.func.id == "Node"]
-    assert any(n.get("package") == PKG and n.get("executable") == "segllm_node"
-               and n.get("name") == "segllm" for n in nodes), nodes
+    nodes = [
+        {kw.arg: _const(kw.value) for kw in node.keywords}
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Node"
+    ]
+    assert any(
+        n.get("package") == PKG
+        and n.get("executable") == "segllm_node"
+        and n.get("name") == "segllm"
+        for n in nodes
+    ), nodes
     assert {"parameters", "arguments", "ros_arguments"} <= set(nodes[0]), nodes
 
 
 # Each third-party module segllm_ros (node, engine, model, launch file) imports, and how a robot
 # gets it: a rosdep key in package.xml, or requirements.txt where no rosdep key exists.
 ROSDEP_KEYS = {
-    "numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml",
-    "torch": "python3-torch", "transformers": "python3-transformers-pip",
+    "numpy": "python3-numpy",
+    "cv2": "python3-opencv",
+    "yaml": "python3-yaml",
+    "torch": "python3-torch",
+    "transformers": "python3-transformers-pip",
     "tokenizers": "python3-transformers-pip",  # a dependency of transformers
-    "rclpy": "rclpy", "rcl_interfaces": "rcl_interfaces", "lifecycle_msgs": "lifecycle_msgs",
-    "action_msgs": "action_msgs", "diagnostic_msgs": "diagnostic_msgs",
-    "ament_index_python": "ament_index_python", "builtin_interfaces": "builtin_interfaces",
-    "std_msgs": "std_msgs", "sensor_msgs": "sensor_msgs", "launch": "launch",
+    "rclpy": "rclpy",
+    "rcl_interfaces": "rcl_interfaces",
+    "lifecycle_msgs": "lifecycle_msgs",
+    "action_msgs": "action_msgs",
+    "diagnostic_msgs": "diagnostic_msgs",
+    "ament_index_python": "ament_index_python",
+    "builtin_interfaces": "builtin_interfaces",
+    "std_msgs": "std_msgs",
+    "sensor_msgs": "sensor_msgs",
+    "launch": "launch",
     "launch_ros": "launch_ros",
 }
-PIP_ONLY = {"safetensors": "safetensors", "segment_anything": "segment-anything",
-            "pycocotools": "pycocotools"}
-OPTIONAL = {"onnx", "onnxruntime", "tensorrt"}  # export tool and optional backends (README)
+PIP_ONLY = {
+    "safetensors": "safetensors",
+    "segment_anything": "segment-anything",
+    "pycocotools": "pycocotools",
+}
+# export tool, optional backends and llm_quant (README, requirements.txt)
+OPTIONAL = {"onnx", "onnxruntime", "tensorrt", "torchao"}
 
 
 def _third_party_imports() -> set[str]:
@@ -264,12 +345,20 @@ def test_package_xml_declares_every_runtime_import_with_a_rosdep_key():
     assert not unknown, f"decide how a robot installs {unknown} (package.xml or requirements)"
     missing = {ROSDEP_KEYS[n] for n in imports & set(ROSDEP_KEYS)} - declared
     assert not missing, missing
-    assert {"action_msgs", "rcl_interfaces", "ament_index_python", "lifecycle_msgs",
-            "diagnostic_msgs"} <= declared
+    assert {
+        "action_msgs",
+        "rcl_interfaces",
+        "ament_index_python",
+        "lifecycle_msgs",
+        "diagnostic_msgs",
+    } <= declared
     assert "cv_bridge" not in declared  # images are converted with NumPy
     # Keys that rosdep no longer resolves or never had
-    assert not declared & {"python3-pytorch-pip", "python3-pycocotools",
-                           "python3-safetensors-pip"}, declared
+    assert not declared & {
+        "python3-pytorch-pip",
+        "python3-pycocotools",
+        "python3-safetensors-pip",
+    }, declared
     runtime = {line.split("==")[0].split(">=")[0] for line in _requirements("requirements.txt")}
     assert set(PIP_ONLY.values()) <= runtime, runtime
 
@@ -300,9 +389,21 @@ def _configure_runs_the_prefix_lookup(tmp_path: Path, env: dict[str, str]) -> bo
     """Configure with --trace-expand; whether the interpreter was asked for the wheel prefix."""
     build = tmp_path / "build"
     run = subprocess.run(
-        ["cmake", "-S", str(ROOT), "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}",
-         "-DBUILD_TESTING=OFF", "--trace-expand"],
-        env=env, capture_output=True, text=True, timeout=300)
+        [
+            "cmake",
+            "-S",
+            str(ROOT),
+            "-B",
+            str(build),
+            f"-DPython3_EXECUTABLE={sys.executable}",
+            "-DBUILD_TESTING=OFF",
+            "--trace-expand",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, _tail(run.stdout + run.stderr)
     shutil.rmtree(build)
     return "import ament_package" in run.stderr
@@ -310,8 +411,11 @@ def _configure_runs_the_prefix_lookup(tmp_path: Path, env: dict[str, str]) -> bo
 
 def test_cmake_asks_for_the_wheel_prefix_only_without_a_sourced_ros(tmp_path):
     # About 10 s per configure (rosidl generates its CMake code at configure time).
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH", "PYTHONPATH")
+    }
     assert _configure_runs_the_prefix_lookup(tmp_path, env)
     # What `source /opt/ros/<distro>/setup.bash` provides: both paths name the ROS prefix.
     sourced = dict(env, AMENT_PREFIX_PATH=sys.prefix, CMAKE_PREFIX_PATH=sys.prefix)
@@ -320,8 +424,11 @@ def test_cmake_asks_for_the_wheel_prefix_only_without_a_sourced_ros(tmp_path):
 
 def _constants(msg_class, prefix: str) -> dict[str, int]:
     # rosidl puts message constants into the class namespace (Metaclass.__prepare__).
-    return {name.removeprefix(prefix): value for name, value in vars(msg_class).items()
-            if name.startswith(prefix)}
+    return {
+        name.removeprefix(prefix): value
+        for name, value in vars(msg_class).items()
+        if name.startswith(prefix)
+    }
 
 
 def test_status_constants_mirror_the_message():

@@ -35,22 +35,30 @@ def test_engine_cache_key_changes_with_each_part(tmp_path):
     # the same name in every process and release, so a cached engine is found again (a
     # key built on Python's per-process hash() would pass an in-process comparison)
     assert KEY.path(tmp_path) == tmp_path / "llm.fp16.7ebfa849ddcda44d.engine"
-    others = [EngineKey("llm", "cd" * 32, "10.3.0", "8.7", "fp16"),
-              EngineKey("llm", "ab" * 32, "8.6.1", "8.7", "fp16"),
-              EngineKey("llm", "ab" * 32, "10.3.0", "9.0", "fp16"),
-              EngineKey("llm", "ab" * 32, "10.3.0", "8.7", "int8")]
+    others = [
+        EngineKey("llm", "cd" * 32, "10.3.0", "8.7", "fp16"),
+        EngineKey("llm", "ab" * 32, "8.6.1", "8.7", "fp16"),
+        EngineKey("llm", "ab" * 32, "10.3.0", "9.0", "fp16"),
+        EngineKey("llm", "ab" * 32, "10.3.0", "8.7", "int8"),
+    ]
     assert len({KEY.digest, *(k.digest for k in others)}) == 5
 
 
 def test_missing_or_mismatched_engine_names_the_build_command(tmp_path):
-    with pytest.raises(DeploymentError, match=r"not found.*python -m segllm_ros.build_engines "
-                                              r"--onnx /x --precision fp16"):
+    with pytest.raises(
+        DeploymentError,
+        match=r"not found.*python -m segllm_ros.build_engines "
+        r"--onnx /x --precision fp16",
+    ):
         find_engine(tmp_path, KEY, "/x")
     old = EngineKey("llm", KEY.onnx_sha256, "8.6.1", "8.7", "fp16")
     old.path(tmp_path).write_bytes(b"engine")
     write_key(old, old.path(tmp_path))
-    with pytest.raises(DeploymentError, match=r"built with TensorRT 8.6.1, this is TensorRT "
-                                              r"10.3.0.*build_engines"):
+    with pytest.raises(
+        DeploymentError,
+        match=r"built with TensorRT 8.6.1, this is TensorRT "
+        r"10.3.0.*build_engines",
+    ):
         find_engine(tmp_path, KEY, "/x")
     old.path(tmp_path).unlink()
     old.path(tmp_path).with_suffix(".json").unlink()
@@ -63,14 +71,20 @@ def test_missing_or_mismatched_engine_names_the_build_command(tmp_path):
     assert find_engine(tmp_path, KEY, "/x") == KEY.path(tmp_path)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
-                    reason="TensorRT is installed here")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here"
+)
 def test_tensorrt_backend_without_tensorrt_fails_at_load(demo_onnx):
     from segllm_ros.engine.engine import load_engine
 
     with pytest.raises(DeploymentError, match="needs TensorRT's Python package"):
-        load_engine(str(DEMO_MODEL), backend="tensorrt", engine_dir=str(demo_onnx),
-                    precision="fp16", device="cuda:0")
+        load_engine(
+            str(DEMO_MODEL),
+            backend="tensorrt",
+            engine_dir=str(demo_onnx),
+            precision="fp16",
+            device="cuda:0",
+        )
 
 
 def test_tensorrt_engines_build_once_and_match_torch(demo_onnx):
@@ -86,13 +100,21 @@ def test_tensorrt_engines_build_once_and_match_torch(demo_onnx):
 
     paths = build_engines(demo_onnx, "fp32")
     stamps = {p: p.stat().st_mtime_ns for p in paths.values()}
-    assert build_engines(demo_onnx, "fp32") == paths                 # cached: not rebuilt
+    assert build_engines(demo_onnx, "fp32") == paths  # cached: not rebuilt
     assert {p: p.stat().st_mtime_ns for p in paths.values()} == stamps
-    conv = next(c for c in generate_dataset(77, 40, TabletopConfig(min_rounds=6, max_rounds=6))
-                if len(c.rounds) == 6)
+    conv = next(
+        c
+        for c in generate_dataset(77, 40, TabletopConfig(min_rounds=6, max_rounds=6))
+        if len(c.rounds) == 6
+    )
     frame = Frame.create(conv.scene.image, 1, "table")
-    trt = load_engine(str(DEMO_MODEL), backend="tensorrt", engine_dir=str(demo_onnx),
-                      precision="fp32", device="cuda:0")
+    trt = load_engine(
+        str(DEMO_MODEL),
+        backend="tensorrt",
+        engine_dir=str(demo_onnx),
+        precision="fp32",
+        device="cuda:0",
+    )
     ref = SegLLMEngine(SegLLMModel.from_pretrained(DEMO_MODEL))
     for r in conv.rounds:
         a = ref.segment("c", r.query, frame, r.ref_rounds)

@@ -14,8 +14,18 @@ from segllm_training.mrseg.schema import read_conversations
 
 def build_args(source, root, split, out, *extra) -> list[str]:
     """``build`` arguments; extras may be paths."""
-    return ["build", "--source", source, "--root", str(root), "--split", split, "--out", str(out),
-            *map(str, extra)]
+    return [
+        "build",
+        "--source",
+        source,
+        "--root",
+        str(root),
+        "--split",
+        split,
+        "--out",
+        str(out),
+        *map(str, extra),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +40,14 @@ def test_build_every_source_then_stats(data, tmp_path, capsys):
     for source, folder in sorted(SOURCE_DIRS.items()):
         out = tmp_path / f"{source}.jsonl"
         args = build_args(
-            source, data / folder, "train", out, "--workers", "2", "--config", config,
+            source,
+            data / folder,
+            "train",
+            out,
+            "--workers",
+            "2",
+            "--config",
+            config,
             "--allow-random-sam",  # visual_genome: no SAM checkpoint here
         )
         assert main(args) == 0

@@ -203,15 +203,19 @@ def test_rle_of_another_size_is_named_and_skippable(copy, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises((SourceError, BuildError), match=rf"id={ann['id']}.*RLE size"):
         build("lvis", root, "train", tmp_path / "out.jsonl", tiny_config(), progress=False)
-    report = build("lvis", root, "train", tmp_path / "out.jsonl", tiny_config(), skip_bad=True,
-                   progress=False)
+    report = build(
+        "lvis", root, "train", tmp_path / "out.jsonl", tiny_config(), skip_bad=True, progress=False
+    )
     assert any("RLE size" in s and path.name in s for s in report.skipped)
 
 
-@pytest.mark.parametrize(("source", "file", "damage"), [
-    ("reasonseg", "train/img1.json", lambda d: d["shapes"].append("not a shape")),
-    ("visual_genome", "objects.json", lambda d: d[0].update(objects={"not": "a list"})),
-])
+@pytest.mark.parametrize(
+    ("source", "file", "damage"),
+    [
+        ("reasonseg", "train/img1.json", lambda d: d["shapes"].append("not a shape")),
+        ("visual_genome", "objects.json", lambda d: d[0].update(objects={"not": "a list"})),
+    ],
+)
 def test_wrongly_typed_record_is_a_named_source_error(copy, tmp_path, source, file, damage):
     root = copy(source)
     path = root / file

@@ -34,11 +34,15 @@ def _model() -> Path:
 
 def _run_demo(out: Path, model: Path) -> subprocess.CompletedProcess:
     """Run the demo; on timeout SIGTERM it first so it can stop its node subprocess."""
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               ROS_DOMAIN_ID=str(random.randint(100, 199)))
+    env = dict(
+        os.environ,
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        ROS_DOMAIN_ID=str(random.randint(100, 199)),
+    )
     cmd = [sys.executable, "-m", "segllm_ros.demo", "--out", str(out), "--model", str(model)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         stdout, stderr = proc.communicate(timeout=DEMO_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -48,8 +52,9 @@ def _run_demo(out: Path, model: Path) -> subprocess.CompletedProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             stdout, stderr = proc.communicate()
-        pytest.fail(f"demo did not finish in {DEMO_TIMEOUT_S} s:\n{stdout[-3000:]}\n"
-                    f"{stderr[-3000:]}")
+        pytest.fail(
+            f"demo did not finish in {DEMO_TIMEOUT_S} s:\n{stdout[-3000:]}\n{stderr[-3000:]}"
+        )
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
@@ -62,8 +67,11 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert summary["ok"], report
     rounds = summary["rounds"]
     assert len(rounds) >= 7, report
-    bad = [(r["conversation"], r["round_index"], r["status_name"], r["message"])
-           for r in rounds if r["status"] not in (0, 9)]  # STATUS_OK, STATUS_NOT_FOUND
+    bad = [
+        (r["conversation"], r["round_index"], r["status_name"], r["message"])
+        for r in rounds
+        if r["status"] not in (0, 9)
+    ]  # STATUS_OK, STATUS_NOT_FOUND
     assert not bad, f"rounds with an error status: {bad}\n{report}"
 
     # Per conversation, in the order asked: 1, 2, 3, ... (so round indexes restart at 1
@@ -79,7 +87,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         assert idx == list(range(1, len(idx) + 1)), f"{cid}: round indexes {idx}"
 
     assert [(x["conversation_id"], x["success"]) for x in summary["resets"]] == [
-        ("demo-1", True)], summary["resets"]
+        ("demo-1", True)
+    ], summary["resets"]
 
     for r in rounds:
         path = tmp_path / r["overlay"]

@@ -23,7 +23,8 @@ import pytest
 pytest.importorskip(
     "launch_ros.actions",
     reason="launch_ros is not installed: no PyPI/Debian package carries launch, launch_ros or "
-           "composition_interfaces without a ROS 2 distribution (README, Real ROS 2 usage)")
+    "composition_interfaces without a ROS 2 distribution (README, Real ROS 2 usage)",
+)
 
 import rclpy
 from lifecycle_msgs.srv import GetState
@@ -81,14 +82,20 @@ class Launched:
         runner.write_text(RUNNER)
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(runner), str(LAUNCH_FILE), *arguments], cwd=tmp_path,
-                env=_launch_env(), stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [sys.executable, str(runner), str(LAUNCH_FILE), *arguments],
+                cwd=tmp_path,
+                env=_launch_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def node_cmdline(self) -> list[str]:
         """The command line launch gave segllm_node (its pid is in launch's log)."""
-        found = re.search(r"segllm_node-\d+\]: process started with pid \[(\d+)\]",
-                          self.log.read_text(errors="replace"))
+        found = re.search(
+            r"segllm_node-\d+\]: process started with pid \[(\d+)\]",
+            self.log.read_text(errors="replace"),
+        )
         assert found, self.output()
         return Path(f"/proc/{found.group(1)}/cmdline").read_bytes().decode().split("\0")
 
@@ -119,13 +126,17 @@ def _ask_node(names: list[str]) -> tuple[dict[str, object], str]:
         while not (params.service_is_ready() and state.service_is_ready()):
             assert time.monotonic() < deadline, "the launched node did not come up"
             executor.spin_once(timeout_sec=0.1)
-        futures = (params.call_async(GetParameters.Request(names=names)),
-                   state.call_async(GetState.Request()))
+        futures = (
+            params.call_async(GetParameters.Request(names=names)),
+            state.call_async(GetState.Request()),
+        )
         while not all(f.done() for f in futures):
             executor.spin_once(timeout_sec=0.1)
         values = wait_future(futures[0]).values
-        return ({n: parameter_value_to_python(v) for n, v in zip(names, values, strict=True)},
-                wait_future(futures[1]).current_state.label)
+        return (
+            {n: parameter_value_to_python(v) for n, v in zip(names, values, strict=True)},
+            wait_future(futures[1]).current_state.label,
+        )
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -148,18 +159,23 @@ NAMES = ["mode", "image_transport", "precision", "device", "use_sim_time"]
 def test_launch_params_file_wins_unless_an_argument_is_given(tmp_path: Path) -> None:
     params_file = tmp_path / "robot.yaml"
     params_file.write_text(ROBOT_YAML)
-    launched = Launched(tmp_path, f"params_file:={params_file}", "autostart:=false",
-                        "log_level:=debug")
+    launched = Launched(
+        tmp_path, f"params_file:={params_file}", "autostart:=false", "log_level:=debug"
+    )
     try:
         params = _wait_state("unconfigured", NAMES)
         cmdline = launched.node_cmdline()
     finally:
         code = launched.stop()
-    assert params == {"mode": "recompute", "image_transport": "compressed",
-                      "precision": "fp32", "device": "cpu", "use_sim_time": False}, (
-        launched.output())
+    assert params == {
+        "mode": "recompute",
+        "image_transport": "compressed",
+        "precision": "fp32",
+        "device": "cpu",
+        "use_sim_time": False,
+    }, launched.output()
     assert "--no-autostart" in cmdline, cmdline
-    ros_args = cmdline[cmdline.index("--ros-args"):]
+    ros_args = cmdline[cmdline.index("--ros-args") :]
     assert "--log-level" in ros_args and ros_args[ros_args.index("--log-level") + 1] == "debug"
     assert code == 0, launched.output()
 
@@ -167,14 +183,20 @@ def test_launch_params_file_wins_unless_an_argument_is_given(tmp_path: Path) -> 
 def test_launch_arguments_that_are_given_override_params_file(tmp_path: Path) -> None:
     params_file = tmp_path / "robot.yaml"
     params_file.write_text(ROBOT_YAML)
-    launched = Launched(tmp_path, f"params_file:={params_file}", "mode:=cached",
-                        "use_sim_time:=true")
+    launched = Launched(
+        tmp_path, f"params_file:={params_file}", "mode:=cached", "use_sim_time:=true"
+    )
     try:
         params = _wait_state("active", NAMES)  # autostart (the default) configured it
         cmdline = launched.node_cmdline()
     finally:
         code = launched.stop()
-    assert params == {"mode": "cached", "image_transport": "compressed", "precision": "fp32",
-                      "device": "cpu", "use_sim_time": True}, launched.output()
+    assert params == {
+        "mode": "cached",
+        "image_transport": "compressed",
+        "precision": "fp32",
+        "device": "cpu",
+        "use_sim_time": True,
+    }, launched.output()
     assert "--no-autostart" not in cmdline and "--log-level" not in cmdline, cmdline
     assert code == 0, launched.output()

@@ -33,14 +33,22 @@ def test_store_limits_and_state_dir_follow_the_parameters(ros, tmp_path):
     checkpoint = tmp_path / "model"
     tiny_model(seed=3).save_pretrained(checkpoint)
     state = tmp_path / "state"
-    proc = start_node_process(checkpoint, tmp_path / "node.log", namespace=NS,
-                              max_rounds=2, max_conversations=2, conversation_ttl=4.0,
-                              state_dir=str(state), max_image_age=0.0)
+    proc = start_node_process(
+        checkpoint,
+        tmp_path / "node.log",
+        namespace=NS,
+        max_rounds=2,
+        max_conversations=2,
+        conversation_ttl=4.0,
+        state_dir=str(state),
+        max_image_age=0.0,
+    )
     op = Operator(NS)
     try:
         op.wait_ready()
-        op.publish_image(image_msg(np.random.default_rng(0).integers(
-            0, 255, (48, 64, 3), dtype=np.uint8)))
+        op.publish_image(
+            image_msg(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        )
         ok = (R.STATUS_OK, R.STATUS_NOT_FOUND)
         assert op.ask("the red circle", conversation="a").status in ok
         assert op.ask("the blue square", conversation="a").status in ok
@@ -49,7 +57,7 @@ def test_store_limits_and_state_dir_follow_the_parameters(ros, tmp_path):
 
         assert op.ask("the red circle", conversation="b").status in ok
         assert saved(state) == {"a", "b"}
-        assert op.ask("the red circle", conversation="c").status in ok   # evicts a
+        assert op.ask("the red circle", conversation="c").status in ok  # evicts a
         assert saved(state) == {"b", "c"}
         gone = op.ask("<the output of round 1> again", conversation="a")
         assert gone.status == R.STATUS_BAD_REFERENCE
@@ -57,7 +65,7 @@ def test_store_limits_and_state_dir_follow_the_parameters(ros, tmp_path):
 
         assert op.reset("b").success
         assert saved(state) == {"c"}
-        time.sleep(4.5)                                                    # c expires
+        time.sleep(4.5)  # c expires
         expired = op.ask("it again", conversation="c")
         assert expired.status == R.STATUS_BAD_REFERENCE and "expired" in expired.message
         assert saved(state) == set()

@@ -74,7 +74,8 @@ def test_demo_model_segments_named_objects(model, data):
     (measured in the same run, so the number quoted in notes comes from here)."""
     trained, count = named_object_iou(model, data)
     untrained, _ = named_object_iou(tiny_model(seed=0).eval(), data)
-    print(f"named objects: mean IoU {trained:.3f} trained, {untrained:.3f} untrained "
-          f"({count} rounds)")
+    print(
+        f"named objects: mean IoU {trained:.3f} trained, {untrained:.3f} untrained ({count} rounds)"
+    )
     assert count >= 30
     assert trained >= 0.6 and untrained < 0.2

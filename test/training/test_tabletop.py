@@ -146,11 +146,19 @@ def test_shared_attribute_scenes_need_the_other_word(shared: str, other: str) ->
 
     def alone_ambiguous(convs: list[TabletopConversation]) -> float:
         """Share of objects another object matches on ``shared`` but not on ``other``."""
-        return float(np.mean([
-            any(getattr(o, shared) == getattr(t, shared) and getattr(o, other) != getattr(t, other)
-                for o in c.scene.objects)
-            for c in convs for t in c.scene.objects
-        ]))
+        return float(
+            np.mean(
+                [
+                    any(
+                        getattr(o, shared) == getattr(t, shared)
+                        and getattr(o, other) != getattr(t, other)
+                        for o in c.scene.objects
+                    )
+                    for c in convs
+                    for t in c.scene.objects
+                ]
+            )
+        )
 
     knob = "same_shape_prob" if shared == "shape" else "same_colour_prob"
     scenes = generate_dataset(4, 200, TabletopConfig(**{knob: 1.0}))

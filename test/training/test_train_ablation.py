@@ -25,7 +25,7 @@ def test_ablation_quick_segllm_beats_lisa_conversions_on_twins(tmp_path):
         b = summary[b_name]["ground_truth"]
         assert a["ambiguous_ciou_r2plus"] > b["ambiguous_ciou_r2plus"] + 0.05, (a, b)
         assert a["twin_choice_r2plus"] > b["twin_choice_r2plus"] + 0.2, (a, b)
-        assert b["twin_choice_r2plus"] < 0.65           # (b) can only guess between twins
+        assert b["twin_choice_r2plus"] < 0.65  # (b) can only guess between twins
     assert a["ambiguous_rounds"] >= 50
     assert (tmp_path / "all_rounds" / "rounds.png").is_file()
     table = (tmp_path / "table.md").read_text()

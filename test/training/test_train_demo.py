@@ -39,17 +39,23 @@ def plain_loop(cfg: TrainConfig, grow_from=None) -> SegLLMModel:
     torch.set_flush_denormal(True)
     model_cfg = model_config(cfg.model)
     tabletop = TabletopConfig(**cfg.data.sources[0].tabletop)
-    model = (SegLLMModel.grown_from(grow_from, model_cfg) if grow_from else
-             SegLLMModel.build(model_cfg, demo_tokenizer(model_cfg, tabletop))).train()
+    model = (
+        SegLLMModel.grown_from(grow_from, model_cfg)
+        if grow_from
+        else SegLLMModel.build(model_cfg, demo_tokenizer(model_cfg, tabletop))
+    ).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     for step in range(cfg.max_steps):
         for group in opt.param_groups:
-            group["lr"] = cfg.optim.lr * lr_factor(step, cfg.optim.warmup_steps, cfg.max_steps,
-                                                   cfg.optim.min_lr_ratio)
-        batch = collate([to_sample(generate_conversation(rng, tabletop))
-                         for _ in range(cfg.per_device_batch)], model)
+            group["lr"] = cfg.optim.lr * lr_factor(
+                step, cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.min_lr_ratio
+            )
+        batch = collate(
+            [to_sample(generate_conversation(rng, tabletop)) for _ in range(cfg.per_device_batch)],
+            model,
+        )
         loss, _ = forward_batch(model, batch, cfg.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -79,10 +85,17 @@ def test_the_trainer_computes_what_a_plain_loop_of_the_recipe_computes(tmp_path)
 
 def test_demo_trainer_loss_falls_and_iou_rises(tmp_path):
     """The full architecture from scratch on plain tabletop conversations."""
-    cfg = TrainConfig.load(STAGE1, [
-        *FAST, "per_device_batch=4", "max_steps=90", "optim.warmup_steps=10",
-        "model.overrides.sam.cnn_context_layers=2",
-        "data.sources=[{name: tabletop, tabletop: {image_size: 128, max_rounds: 6}}]"])
+    cfg = TrainConfig.load(
+        STAGE1,
+        [
+            *FAST,
+            "per_device_batch=4",
+            "max_steps=90",
+            "optim.warmup_steps=10",
+            "model.overrides.sam.cnn_context_layers=2",
+            "data.sources=[{name: tabletop, tabletop: {image_size: 128, max_rounds: 6}}]",
+        ],
+    )
     train(cfg, tmp_path, progress=False)
     history = read_metrics(tmp_path)
     assert len(history) == 90
@@ -97,7 +110,7 @@ def test_demo_trainer_loss_falls_and_iou_rises(tmp_path):
     reloaded = SegLLMModel.from_pretrained(tmp_path / "final")
     wanted = model_config(cfg.model)
     assert reloaded.config.sam == wanted.sam
-    for part in ("vision", "llm"):   # saved configs are complete: every given key survives
+    for part in ("vision", "llm"):  # saved configs are complete: every given key survives
         saved = getattr(reloaded.config, part)
         assert all(saved[k] == v for k, v in getattr(wanted, part).items()), part
     log = json.loads((tmp_path / "final" / "train_log.json").read_text())
@@ -108,8 +121,11 @@ def _recipe(out, seed: int = 0) -> None:
     """Both stages of the recipe, 3 steps each, the second grown from the first."""
     short = [*FAST, "per_device_batch=2", "max_steps=3", "optim.warmup_steps=1"]
     train(TrainConfig.load(STAGE1, [*short, f"seed={seed}"]), out / "stage1", progress=False)
-    train(TrainConfig.load(STAGE2, [*short, f"model.grow_from={out / 'stage1' / 'final'}"]),
-          out / "stage2", progress=False)
+    train(
+        TrainConfig.load(STAGE2, [*short, f"model.grow_from={out / 'stage1' / 'final'}"]),
+        out / "stage2",
+        progress=False,
+    )
 
 
 def test_a_rerun_gives_the_same_weights(tmp_path):
@@ -124,11 +140,21 @@ def test_a_rerun_gives_the_same_weights(tmp_path):
     grown = weights(tmp_path / "a" / "stage2" / "final")
     assert any(k.startswith("sam.image_encoder.context.") for k in grown)
     log = json.loads((tmp_path / "a" / "stage2" / "final" / "train_log.json").read_text())
-    assert [(r["step"], r["stage"]) for r in log] == [(0, 0), (1, 0), (2, 0),
-                                                      (3, 1), (4, 1), (5, 1)]
-    train(TrainConfig.load(STAGE1, [*FAST, "per_device_batch=2", "max_steps=3",
-                                    "optim.warmup_steps=1", "seed=1"]),
-          tmp_path / "c", progress=False)
+    assert [(r["step"], r["stage"]) for r in log] == [
+        (0, 0),
+        (1, 0),
+        (2, 0),
+        (3, 1),
+        (4, 1),
+        (5, 1),
+    ]
+    train(
+        TrainConfig.load(
+            STAGE1, [*FAST, "per_device_batch=2", "max_steps=3", "optim.warmup_steps=1", "seed=1"]
+        ),
+        tmp_path / "c",
+        progress=False,
+    )
     first = weights(tmp_path / "a" / "stage1" / "final")
     other = weights(tmp_path / "c" / "final")
     assert not all(torch.equal(v, first[k]) for k, v in other.items())
@@ -140,12 +166,9 @@ def test_the_stream_resumes_where_it_stopped(tmp_path):
     position, is part of the checkpoint. (Warmup longer than the run: the schedule does not
     depend on ``max_steps``.)"""
     short = [*FAST, "per_device_batch=2", "optim.warmup_steps=10"]
-    train(TrainConfig.load(STAGE1, [*short, "max_steps=4"]), tmp_path / "straight",
-          progress=False)
-    train(TrainConfig.load(STAGE1, [*short, "max_steps=2"]), tmp_path / "resumed",
-          progress=False)
-    train(TrainConfig.load(STAGE1, [*short, "max_steps=4"]), tmp_path / "resumed",
-          progress=False)
+    train(TrainConfig.load(STAGE1, [*short, "max_steps=4"]), tmp_path / "straight", progress=False)
+    train(TrainConfig.load(STAGE1, [*short, "max_steps=2"]), tmp_path / "resumed", progress=False)
+    train(TrainConfig.load(STAGE1, [*short, "max_steps=4"]), tmp_path / "resumed", progress=False)
     straight = read_metrics(tmp_path / "straight")
     resumed = read_metrics(tmp_path / "resumed")
     assert [m["loss"] for m in resumed] == [m["loss"] for m in straight]
@@ -156,21 +179,29 @@ def test_the_stream_resumes_where_it_stopped(tmp_path):
 def test_stage_files_and_overrides_reach_the_config_and_bad_ones_are_named():
     first, second = TrainConfig.load(STAGE1), TrainConfig.load(STAGE2)
     assert model_config(first.model).sam.cnn_context_layers == 0
-    assert model_config(second.model).sam.cnn_context_layers == 2   # the architecture's own
+    assert model_config(second.model).sam.cnn_context_layers == 2  # the architecture's own
     assert second.model.grow_from == "runs/demo-stage1/final"
     # what stage 2 does not restate comes from demo_base.yaml, as in stage 1
     assert second.trainable == first.trainable and second.threads == first.threads == 1
     assert second.optim.weight_decay == 0.01 and second.optim.lr == 0.0006
     assert second.loss.reference == 0 and second.loss.dice == 1.0
-    assert (second.data.sources[0].tabletop["twin_describe_weight"],
-            second.data.sources[0].tabletop["image_size"]) == (10, 128)
+    assert (
+        second.data.sources[0].tabletop["twin_describe_weight"],
+        second.data.sources[0].tabletop["image_size"],
+    ) == (10, 128)
     assert (first.max_steps, second.max_steps) == (900, 3150)
 
-    cfg = TrainConfig.load(STAGE2, ["model.overrides.reference_token_dropout=0.25",
-                                    "loss.reference=1", "optim.warmup_steps=7"])
+    cfg = TrainConfig.load(
+        STAGE2,
+        [
+            "model.overrides.reference_token_dropout=0.25",
+            "loss.reference=1",
+            "optim.warmup_steps=7",
+        ],
+    )
     assert model_config(cfg.model).reference_token_dropout == 0.25
     assert cfg.loss.reference == 1 and cfg.loss.dice == 1.0 and cfg.optim.warmup_steps == 7
-    assert cfg.optim.lr == 0.0006                  # the section's other keys stay
+    assert cfg.optim.lr == 0.0006  # the section's other keys stay
     for bad in ("optim.lr", "=1", ".lr=1"):
         with pytest.raises(ValueError, match="is not KEY=VALUE"):
             TrainConfig.load(STAGE2, [bad])
@@ -185,8 +216,16 @@ def test_stage_files_and_overrides_reach_the_config_and_bad_ones_are_named():
 def test_kept_exports_give_the_prompt_trajectory(tmp_path, capsys):
     """``keep_exports`` leaves a model at every checkpoint of a run, and ``shape_probe
     --trajectory`` reads the prompt's words from each, in step order."""
-    cfg = TrainConfig.load(STAGE1, ["threads=1", "per_device_batch=2", "max_steps=4",
-                                    "checkpoint_every=2", "keep_exports=true"])
+    cfg = TrainConfig.load(
+        STAGE1,
+        [
+            "threads=1",
+            "per_device_batch=2",
+            "max_steps=4",
+            "checkpoint_every=2",
+            "keep_exports=true",
+        ],
+    )
     train(cfg, tmp_path, progress=False)
     kept = sorted((tmp_path / "steps").iterdir())
     assert [p.name for p in kept] == ["2", "4"]

@@ -17,10 +17,20 @@ from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.trainer.build import ModelSource, TrainableSettings
 from segllm_training.trainer.loop import read_metrics, train
 
-SAM = {"image_size": 64, "patch_size": 16, "encoder_embed_dim": 32, "encoder_depth": 2,
-       "encoder_num_heads": 2, "encoder_global_attn_indexes": [1], "encoder_window_size": 2,
-       "prompt_embed_dim": 32, "decoder_mlp_dim": 64, "decoder_num_heads": 2,
-       "iou_head_hidden_dim": 32, "mask_in_chans": 8}
+SAM = {
+    "image_size": 64,
+    "patch_size": 16,
+    "encoder_embed_dim": 32,
+    "encoder_depth": 2,
+    "encoder_num_heads": 2,
+    "encoder_global_attn_indexes": [1],
+    "encoder_window_size": 2,
+    "prompt_embed_dim": 32,
+    "decoder_mlp_dim": 64,
+    "decoder_num_heads": 2,
+    "iou_head_hidden_dim": 32,
+    "mask_in_chans": 8,
+}
 
 
 def test_lora_training_from_llava_and_sam_checkpoints(tmp_path):
@@ -29,8 +39,12 @@ def test_lora_training_from_llava_and_sam_checkpoints(tmp_path):
     sam_cfg = dataclasses.replace(tiny_model().config.sam, image_encoder="vit", **SAM)
     torch.manual_seed(2)
     torch.save(build_sam(sam_cfg).state_dict(), tmp_path / "sam.pth")
-    cfg.model = ModelSource(llava=str(tmp_path / "llava"), sam_checkpoint=str(tmp_path / "sam.pth"),
-                            sam=SAM, overrides={"num_prompt_tokens": 2})
+    cfg.model = ModelSource(
+        llava=str(tmp_path / "llava"),
+        sam_checkpoint=str(tmp_path / "sam.pth"),
+        sam=SAM,
+        overrides={"num_prompt_tokens": 2},
+    )
     cfg.trainable = TrainableSettings(llm="lora")
     cfg.optim.warmup_steps = 5
     train(cfg, tmp_path / "run", progress=False)

@@ -28,8 +28,9 @@ FROZEN = ("vision_tower", "sam.image_encoder")
 def _lora_config(steps: int):
     cfg = tiny_config(max_steps=steps, checkpoint_every=1000, per_device_batch=4)
     cfg.model.config["freeze_vision_tower"] = True
-    cfg.trainable = TrainableSettings(llm="lora", token_embeddings=False,
-                                      modules=list(DEFAULT_TRAINABLE))
+    cfg.trainable = TrainableSettings(
+        llm="lora", token_embeddings=False, modules=list(DEFAULT_TRAINABLE)
+    )
     cfg.trainable.lora.dropout = 0.0
     cfg.optim.warmup_steps = 1
     return cfg
@@ -43,15 +44,19 @@ def test_frozen_parts_get_no_gradient():
     assert any("lora_A" in n for n in names) and any("seg_head" in n for n in names)
     assert not any(n.startswith(FROZEN) for n in names)
     assert not any(n.startswith("llm.") and "lora_" not in n for n in names)
-    sampler = MixtureSampler([Source(s) for s in cfg.data.sources], "uniform", 0,
-                             cfg.data.sample, 0.5)
+    sampler = MixtureSampler(
+        [Source(s) for s in cfg.data.sources], "uniform", 0, cfg.data.sample, 0.5
+    )
     loss, _ = forward_batch(model, collate(sampler.next_batch(2), model), LossWeights())
     loss.backward()
     for name, p in model.named_parameters():
         if name.startswith(FROZEN) or (name.startswith("llm.") and "lora_" not in name):
             assert p.grad is None, name
-    assert any(p.grad is not None and p.grad.abs().sum() > 0
-               for n, p in model.named_parameters() if "lora_B" in n)
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0
+        for n, p in model.named_parameters()
+        if "lora_B" in n
+    )
 
 
 def test_lora_training_leaves_base_weights_unchanged(tmp_path):
@@ -64,8 +69,7 @@ def test_lora_training_leaves_base_weights_unchanged(tmp_path):
     for name, value in reference_llm.items():
         key = name
         if key not in trained:  # LoRA-wrapped linears keep their weight under base_layer
-            key = name.replace(".weight", ".base_layer.weight").replace(
-                ".bias", ".base_layer.bias")
+            key = name.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
         assert torch.equal(trained[key], value), name
     moved = [m for m in lora_layers(model) if m.lora_B["default"].weight.abs().sum() > 0]
     assert moved, "LoRA adapters did not train"

@@ -19,10 +19,10 @@ BIG = 30.0  # logit saturating the sigmoid: 0/1 predictions
 
 def _masks():
     target = torch.zeros(1, 4, 4)
-    target[0, 0, :] = 1                       # 4 pixels: the top row
+    target[0, 0, :] = 1  # 4 pixels: the top row
     pred = torch.full((1, 4, 4), -BIG)
-    pred[0, 0, :2] = BIG                      # 2 of them ...
-    pred[0, 1, :2] = BIG                      # ... plus 2 wrong ones
+    pred[0, 0, :2] = BIG  # 2 of them ...
+    pred[0, 1, :2] = BIG  # ... plus 2 wrong ones
     return pred, target
 
 
@@ -51,10 +51,16 @@ def _conversation(seed: int, second_target_row: int) -> Sample:
     first = np.zeros((64, 64), bool)
     first[5:20, 5:20] = True
     second = np.zeros((64, 64), bool)
-    second[second_target_row:second_target_row + 10, 30:50] = True
-    return Sample(image, [SampleRound("the red circle", [], first),
-                          SampleRound("the red circle that is not <instance 1>", [1], second)],
-                  mask_rounds=[0], ref_keep=[True])
+    second[second_target_row : second_target_row + 10, 30:50] = True
+    return Sample(
+        image,
+        [
+            SampleRound("the red circle", [], first),
+            SampleRound("the red circle that is not <instance 1>", [1], second),
+        ],
+        mask_rounds=[0],
+        ref_keep=[True],
+    )
 
 
 def test_mask_loss_only_on_chosen_rounds_and_reference_weight():
@@ -65,13 +71,17 @@ def test_mask_loss_only_on_chosen_rounds_and_reference_weight():
     loss_a, metrics = forward_batch(model, collate([_conversation(0, 30)], model), w)
     loss_b, _ = forward_batch(model, collate([_conversation(0, 45)], model), w)
     assert loss_a.item() == pytest.approx(loss_b.item(), abs=1e-6)
-    assert "ref_mask" not in metrics   # round 1 has no reference
+    assert "ref_mask" not in metrics  # round 1 has no reference
     # Both rounds chosen: the reference term of round 2 enters at weight 0.5.
     sample = _conversation(0, 30)
     sample.mask_rounds = None
     loss, m = forward_batch(model, collate([sample], model), w)
-    expected = (w.text * m["text"] + w.target * m["mask"] + w.iou * m["iou_pred"]
-                + w.reference * m["ref_mask"])
+    expected = (
+        w.text * m["text"]
+        + w.target * m["mask"]
+        + w.iou * m["iou_pred"]
+        + w.reference * m["ref_mask"]
+    )
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     # Weight 0 skips the second decode: no reference term, and the target term is unchanged.
     loss_off, m_off = forward_batch(model, collate([sample], model), LossWeights(reference=0.0))

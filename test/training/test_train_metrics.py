@@ -31,10 +31,14 @@ def _mask(cells: list[tuple[int, int]]) -> np.ndarray:
 def test_ciou_and_giou_against_hand_computation():
     report = Report()
     # round 1: sample A  |P|=2, |T|=2, overlap 1 -> I=1, U=3;   sample B: exact, I=U=4
-    report.add("refcoco", "val", RoundOutcome(1, _mask([(0, 0), (0, 1)]),
-                                              _mask([(0, 1), (0, 2)])))
-    report.add("refcoco", "val", RoundOutcome(1, _mask([(1, 0), (1, 1), (1, 2), (1, 3)]),
-                                              _mask([(1, 0), (1, 1), (1, 2), (1, 3)])))
+    report.add("refcoco", "val", RoundOutcome(1, _mask([(0, 0), (0, 1)]), _mask([(0, 1), (0, 2)])))
+    report.add(
+        "refcoco",
+        "val",
+        RoundOutcome(
+            1, _mask([(1, 0), (1, 1), (1, 2), (1, 3)]), _mask([(1, 0), (1, 1), (1, 2), (1, 3)])
+        ),
+    )
     # round 2: prediction empty, truth 1 px -> I=0, U=1; plus an empty/empty pair (IoU 1)
     report.add("refcoco", "val", RoundOutcome(2, _mask([]), _mask([(3, 3)]), _mask([(2, 2)])))
     report.add("refcoco", "val", RoundOutcome(2, _mask([]), _mask([])))
@@ -71,14 +75,30 @@ def test_evaluate_cli_end_to_end(tmp_path):
         for i in range(3):
             m = np.zeros((40, 48), bool)
             m[5 * i : 5 * i + 10, 4:20] = True
-            rounds.append(RoundRecord(query="the cup" if i == 0 else
-                                      f"the bowl left of <the output of round {i}>",
-                                      mask=encode_mask(m), ref_rounds=[i] if i else []))
+            rounds.append(
+                RoundRecord(
+                    query="the cup" if i == 0 else f"the bowl left of <the output of round {i}>",
+                    mask=encode_mask(m),
+                    ref_rounds=[i] if i else [],
+                )
+            )
         records.append(ConversationRecord(f"c{n}", "toy", "val", name, 40, 48, rounds))
     write_conversations(tmp_path / "toy.jsonl", records)
     out = tmp_path / "eval"
-    main(["--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "toy.jsonl"),
-          "--image-root", str(tmp_path), "--out", str(out), "--max-rounds", "3"])
+    main(
+        [
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+            "--data",
+            str(tmp_path / "toy.jsonl"),
+            "--image-root",
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--max-rounds",
+            "3",
+        ]
+    )
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"ground_truth", "predicted"}
     assert set(results["predicted"]["toy/val"]) == {"1", "2", "3"}

@@ -28,14 +28,21 @@ STEPS = 16
 
 
 def test_resume_after_sigkill_continues_the_same_loss_sequence(tmp_path):
-    config = write_config(tiny_config_dict(max_steps=STEPS, checkpoint_every=4,
-                                           per_device_batch=4), tmp_path / "tiny.yaml")
+    config = write_config(
+        tiny_config_dict(max_steps=STEPS, checkpoint_every=4, per_device_batch=4),
+        tmp_path / "tiny.yaml",
+    )
     run_training(config, tmp_path / "straight")
     straight = read_metrics(tmp_path / "straight")
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(train_command(config, out), env=env(), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_command(config, out),
+        env=env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = out / "metrics.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -45,7 +52,7 @@ def test_resume_after_sigkill_continues_the_same_loss_sequence(tmp_path):
         time.sleep(0.02)
     assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it was killed"
     assert len(read_metrics(out)) < STEPS
-    run_training(config, out)                     # same command: resumes from step-N
+    run_training(config, out)  # same command: resumes from step-N
     resumed = read_metrics(out)
 
     assert [m["step"] for m in resumed] == list(range(STEPS))
@@ -66,14 +73,13 @@ def test_non_finite_loss_skips_steps_and_never_reaches_a_checkpoint(tmp_path, ca
     before = load_file(ckpts / "step-00000004" / "model.safetensors")
 
     bad = tiny_config(max_steps=10, checkpoint_every=2, per_device_batch=2, max_bad_steps=3)
-    bad.loss.text = float("inf")                  # every loss is inf from here on
+    bad.loss.text = float("inf")  # every loss is inf from here on
     with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite steps"):
-        train(bad, tmp_path, progress=False)      # resumes at step 4, fails at step 6
+        train(bad, tmp_path, progress=False)  # resumes at step 4, fails at step 6
     assert "non-finite loss" in caplog.text and "step skipped, weights unchanged" in caplog.text
     # the checkpoint written in between (step 6) holds the untouched step-4 weights
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-00000004", "step-00000006"]
     after = load_file(ckpts / "step-00000006" / "model.safetensors")
-    assert all(torch.equal(after[k], before[k]) and torch.isfinite(after[k]).all()
-               for k in before)
+    assert all(torch.equal(after[k], before[k]) and torch.isfinite(after[k]).all() for k in before)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped"] for r in records] == [False] * 4 + [True] * 3

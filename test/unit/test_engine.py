@@ -63,24 +63,24 @@ def test_cached_mode_reuses_the_kv_cache_and_frame_features(model, conversation)
         run(engine, conversation, rounds=conversation.rounds[2:3])
     finally:
         del model.vision_tokens
-    assert calls == []                         # the frame's CLIP/SAM features were reused
-    assert engine.history_nbytes("c")["kv_cache"] > kv   # one round appended, not rebuilt
+    assert calls == []  # the frame's CLIP/SAM features were reused
+    assert engine.history_nbytes("c")["kv_cache"] > kv  # one round appended, not rebuilt
     engine.reset("c")
     assert engine.history_nbytes("c") == {"history": 0, "kv_cache": 0, "ref_tokens": 0}
-    assert engine._caches == {}                # the store's drop hook freed the KV cache
+    assert engine._caches == {}  # the store's drop hook freed the KV cache
 
 
 def test_state_save_and_restore_continues_identically(model, conversation, tmp_path):
     straight = run(SegLLMEngine(model), conversation)
     first = SegLLMEngine(model, store=ConversationStore(archive=ConversationArchive(tmp_path)))
-    run(first, conversation, rounds=conversation.rounds[:3])   # saved after every round
-    restarted = SegLLMEngine(model, store=ConversationStore(
-        archive=ConversationArchive(tmp_path)))
+    run(first, conversation, rounds=conversation.rounds[:3])  # saved after every round
+    restarted = SegLLMEngine(model, store=ConversationStore(archive=ConversationArchive(tmp_path)))
     assert restarted.store.restore() == 1
     conv = restarted.store.get("c")
     frame = conv.pinned_frame
-    resumed = [restarted.segment("c", r.query, frame, r.ref_rounds)
-               for r in conversation.rounds[3:]]
+    resumed = [
+        restarted.segment("c", r.query, frame, r.ref_rounds) for r in conversation.rounds[3:]
+    ]
     for a, b in zip(straight[3:], resumed, strict=True):
         assert b.round_index == a.round_index
         assert mask_iou(a.mask, b.mask) >= 0.99
@@ -109,15 +109,17 @@ def test_bad_reference_leaves_the_conversation_untouched(model, conversation):
     engine = SegLLMEngine(model)
     run(engine, conversation, rounds=conversation.rounds[:1])
     with pytest.raises(BadReferenceError, match="round 4 does not exist"):
-        engine.segment("c", "<the output of round 4> again",
-                       engine.store.get("c").pinned_frame)
+        engine.segment("c", "<the output of round 4> again", engine.store.get("c").pinned_frame)
     assert engine.store.get("c").num_rounds == 1
 
 
 def test_generated_answer_goes_through_the_same_cache(model, conversation):
     forced = run(SegLLMEngine(model), conversation, rounds=conversation.rounds[:3])
-    generated = run(SegLLMEngine(model, EngineConfig(generate_text=True)), conversation,
-                    rounds=conversation.rounds[:3])
+    generated = run(
+        SegLLMEngine(model, EngineConfig(generate_text=True)),
+        conversation,
+        rounds=conversation.rounds[:3],
+    )
     for a, b in zip(forced, generated, strict=True):
         assert "<seg>" in b.text
         assert mask_iou(a.mask, b.mask) >= 0.99
@@ -155,11 +157,11 @@ def test_refused_queries_change_nothing(model, conversation):
     frame = Frame.create(conversation.scene.image, 1, "table")
     with pytest.raises(BadReferenceError, match="first round"):
         engine.segment("new", "<the output of round 1> again", frame)
-    assert "new" not in engine.store                       # not created by a refused query
+    assert "new" not in engine.store  # not created by a refused query
     run(engine, conversation, rounds=conversation.rounds[:2])
     with pytest.raises(BadReferenceError, match="first round"):
         engine.segment("c", "<the output of round 1> again", frame, reset_before=True)
-    assert engine.store.get("c").num_rounds == 2           # reset_before waits for validity
+    assert engine.store.get("c").num_rounds == 2  # reset_before waits for validity
     result = engine.segment("c", conversation.rounds[0].query, frame, reset_before=True)
     assert result.round_index == 1
 
@@ -167,7 +169,7 @@ def test_refused_queries_change_nothing(model, conversation):
 def test_a_reference_into_an_ended_conversation_says_how_it_ended(model, conversation):
     engine = SegLLMEngine(model, store=ConversationStore(max_conversations=1))
     run(engine, conversation, rounds=conversation.rounds[:1], cid="a")
-    run(engine, conversation, rounds=conversation.rounds[:1], cid="b")   # evicts a
+    run(engine, conversation, rounds=conversation.rounds[:1], cid="b")  # evicts a
     frame = Frame.create(conversation.scene.image, 1, "table")
     with pytest.raises(BadReferenceError, match=r"'a' was evicted \(max_conversations=1"):
         engine.segment("a", "the cup left of <the output of round 1>", frame)
@@ -192,8 +194,10 @@ def test_history_keeps_frames_at_model_resolution(model, conversation):
     assert max(big.shape[:2]) > size
     engine = SegLLMEngine(model)
     frames = [Frame.create(big, i + 1, "cam") for i in range(3)]
-    results = [engine.segment("c", r.query, f, r.ref_rounds)
-               for r, f in zip(conversation.rounds[:3], frames, strict=False)]
+    results = [
+        engine.segment("c", r.query, f, r.ref_rounds)
+        for r, f in zip(conversation.rounds[:3], frames, strict=False)
+    ]
     assert all(r.mask.shape == big.shape[:2] for r in results)
     conv = engine.store.get("c")
     assert all(max(f.image.shape[:2]) == size for f in conv.frames.values())

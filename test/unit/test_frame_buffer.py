@@ -46,7 +46,7 @@ def test_byte_budget_drops_the_oldest_but_keeps_the_newest() -> None:
     assert len(buffer) == 2 and buffer.nbytes == 2 * one
     huge = FrameBuffer(capacity=30, max_bytes=10)
     huge.push(image_msg(1))
-    assert len(huge) == 1                          # the newest frame always stays
+    assert len(huge) == 1  # the newest frame always stays
 
 
 def test_oversized_frame_is_refused_on_arrival_without_keeping_its_pixels() -> None:
@@ -59,8 +59,9 @@ def test_oversized_frame_is_refused_on_arrival_without_keeping_its_pixels() -> N
 
 
 def test_compressed_frame_is_decoded_once() -> None:
-    msg = CompressedImage(format="png", data=encode_compressed(
-        np.full((5, 7, 3), 9, np.uint8), "png"))
+    msg = CompressedImage(
+        format="png", data=encode_compressed(np.full((5, 7, 3), 9, np.uint8), "png")
+    )
     msg.header.stamp = Time(sec=1)
     buffer = FrameBuffer()
     buffer.push(msg, compressed=True)

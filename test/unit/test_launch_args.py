@@ -27,8 +27,11 @@ def test_declared_defaults_override_nothing_in_params_file():
 
 def test_only_given_arguments_become_parameters_typed():
     given = {**DEFAULTS, "device": "cuda:0", "use_sim_time": "True", "mode": "recompute"}
-    assert parameter_overrides(given) == {"device": "cuda:0", "use_sim_time": True,
-                                          "mode": "recompute"}
+    assert parameter_overrides(given) == {
+        "device": "cuda:0",
+        "use_sim_time": True,
+        "mode": "recompute",
+    }
     assert parameter_overrides({"use_sim_time": "false"}) == {"use_sim_time": False}
 
 
@@ -38,11 +41,14 @@ def test_autostart_and_log_level():
     assert ros_arguments({"log_level": "DEBUG"}) == ["--log-level", "debug"]
 
 
-@pytest.mark.parametrize(("rule", "name", "value"), [
-    (parameter_overrides, "use_sim_time", "yes please"),
-    (node_arguments, "autostart", "maybe"),
-    (ros_arguments, "log_level", "loud"),
-])
+@pytest.mark.parametrize(
+    ("rule", "name", "value"),
+    [
+        (parameter_overrides, "use_sim_time", "yes please"),
+        (node_arguments, "autostart", "maybe"),
+        (ros_arguments, "log_level", "loud"),
+    ],
+)
 def test_bad_values_are_refused_with_the_argument_name(rule, name, value):
     with pytest.raises(ValueError, match=name):
         rule({name: value})

@@ -40,8 +40,9 @@ def test_frame_features_and_reference_token_shapes():
     masks = torch.zeros(3, 96, 128, dtype=torch.bool)
     masks[:, 10:40, 20:60] = True
     assert reference_tokens(model, T.to_tensor(image), masks).shape == (6, hidden)
-    low, iou = model.decode_from_seg(feats.sam_embedding, torch.randn(1, hidden),
-                                     torch.randn(1, hidden), None)
+    low, iou = model.decode_from_seg(
+        feats.sam_embedding, torch.randn(1, hidden), torch.randn(1, hidden), None
+    )
     assert low.shape == (1, 1, 4 * emb, 4 * emb) and iou.shape == (1, 1)
 
 
@@ -52,10 +53,18 @@ def test_gradients_reach_trainable_parts_only():
     loss.backward()
     assert all(p.grad is None for p in model.vision_tower.parameters())
     decoder = model.sam.mask_decoder  # single-mask output: SAM's 3 multimask heads stay idle
-    for part in (model.projector, model.mask_projector, model.box_encoder, model.seg_head,
-                 model.llm, model.sam.image_encoder, decoder.transformer,
-                 decoder.output_upscaling, decoder.output_hypernetworks_mlps[0],
-                 decoder.iou_prediction_head):
+    for part in (
+        model.projector,
+        model.mask_projector,
+        model.box_encoder,
+        model.seg_head,
+        model.llm,
+        model.sam.image_encoder,
+        decoder.transformer,
+        decoder.output_upscaling,
+        decoder.output_hypernetworks_mlps[0],
+        decoder.iou_prediction_head,
+    ):
         grads = [p.grad for p in part.parameters() if p.requires_grad]
         assert grads and all(g is not None for g in grads), type(part).__name__
         assert any(float(g.abs().sum()) > 0 for g in grads), type(part).__name__
@@ -70,8 +79,9 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     a, b = encode_frame(model, image), encode_frame(loaded, image)
     assert torch.equal(a.image_tokens, b.image_tokens)
     assert torch.equal(a.sam_embedding, b.sam_embedding)
-    for (name, p), (_, q) in zip(model.state_dict().items(), loaded.state_dict().items(),
-                                 strict=True):
+    for (name, p), (_, q) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
         assert torch.equal(p, q), name
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "tokenizer.json").is_file()
 
@@ -112,10 +122,21 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_llava_and_sam_builders_copy_every_weight(tmp_path):
     tokenizer = tiny_model().tokenizer
     llava = tiny_llava_folder(tmp_path / "llava", tokenizer)
-    sam_cfg = SamConfig(image_encoder="vit", image_size=64, patch_size=16, encoder_embed_dim=32,
-                        encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1],
-                        encoder_window_size=2, prompt_embed_dim=32, decoder_mlp_dim=64,
-                        decoder_num_heads=2, iou_head_hidden_dim=32, mask_in_chans=8)
+    sam_cfg = SamConfig(
+        image_encoder="vit",
+        image_size=64,
+        patch_size=16,
+        encoder_embed_dim=32,
+        encoder_depth=2,
+        encoder_num_heads=2,
+        encoder_global_attn_indexes=[1],
+        encoder_window_size=2,
+        prompt_embed_dim=32,
+        decoder_mlp_dim=64,
+        decoder_num_heads=2,
+        iou_head_hidden_dim=32,
+        mask_in_chans=8,
+    )
     torch.manual_seed(2)
     official = build_sam(sam_cfg)
     torch.save(official.state_dict(), tmp_path / "sam_tiny.pth")  # the official file layout
@@ -150,13 +171,17 @@ def test_collate_places_seg_tokens_and_reference_placeholders():
     mask[5:20, 5:20] = True
     other = np.zeros((64, 64), bool)
     other[30:50, 30:50] = True
-    sample = Sample(random_image(64, 64), [SampleRound("the red circle", [], mask),
-                                           SampleRound("the blue square left of it", [1],
-                                                       other)])
+    sample = Sample(
+        random_image(64, 64),
+        [
+            SampleRound("the red circle", [], mask),
+            SampleRound("the blue square left of it", [1], other),
+        ],
+    )
     batch = collate([sample], model)
     ids = batch.input_ids[0]
     assert (ids[batch.seg_pos] == model.seg_token_id).all()
-    assert int((ids == model.ref_token_id).sum()) == 2      # mask + box token of round 1
+    assert int((ids == model.ref_token_id).sum()) == 2  # mask + box token of round 1
     assert int((ids == model.image_token_id).sum()) == model.num_image_tokens
     assert batch.has_ref.tolist() == [False, True]
     assert batch.ref_masks[0].shape == (1, 64, 64)
@@ -167,8 +192,15 @@ def test_round_tokens_locate_the_query_and_match_a_full_tokenisation():
 
     model = tiny_model()
     tok, cfg = model.tokenizer, model.config
-    rt = tokenize_round(tok, cfg, "the red circle left of <the output of round 1>",
-                        cfg.seg_answer, 1, first=False, num_image_tokens=model.num_image_tokens)
+    rt = tokenize_round(
+        tok,
+        cfg,
+        "the red circle left of <the output of round 1>",
+        cfg.seg_answer,
+        1,
+        first=False,
+        num_image_tokens=model.num_image_tokens,
+    )
     start, end = rt.query_span
     words = tok.convert_ids_to_tokens(rt.user_ids[start:end])
     assert words[:2] == ["<ref>", "<ref>"] and words[2:5] == ["the", "red", "circle"]
@@ -180,10 +212,15 @@ def test_turn_pooling_averages_the_query_span_only():
     model = tiny_model()
     mask = np.zeros((64, 64), bool)
     mask[5:20, 5:20] = True
-    sample = Sample(random_image(64, 64), [SampleRound("the red circle", [], mask),
-                                           SampleRound("it again", [1], mask)])
+    sample = Sample(
+        random_image(64, 64),
+        [SampleRound("the red circle", [], mask), SampleRound("it again", [1], mask)],
+    )
     batch = collate([sample], model)
     assert torch.allclose(batch.turn_pool.sum(1), torch.ones(2))
     first = batch.turn_pool[0].nonzero().flatten()
     assert model.tokenizer.convert_ids_to_tokens(batch.input_ids[0, first]) == [
-        "the", "red", "circle"]
+        "the",
+        "red",
+        "circle",
+    ]

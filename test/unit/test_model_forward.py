@@ -22,9 +22,13 @@ def _sample() -> Sample:
     first[5:20, 5:20] = True
     second = np.zeros((64, 64), bool)
     second[30:45, 30:50] = True
-    return Sample(random_image(64, 64, seed=1),
-                  [SampleRound("the red circle", [], first),
-                   SampleRound("the blue square left of <the output of round 1>", [1], second)])
+    return Sample(
+        random_image(64, 64, seed=1),
+        [
+            SampleRound("the red circle", [], first),
+            SampleRound("the blue square left of <the output of round 1>", [1], second),
+        ],
+    )
 
 
 def test_forward_output_shapes_and_losses_are_its_own_terms():
@@ -37,7 +41,7 @@ def test_forward_output_shapes_and_losses_are_its_own_terms():
     s = model.config.sam.image_size
     assert out.logits.shape == (b, length - 1, len(model.tokenizer))
     assert out.seg_hidden.shape == (4, model.hidden_size)
-    assert out.prompts.shape[:2] == (4, 2)             # mask-aware decoding: two slots
+    assert out.prompts.shape[:2] == (4, 2)  # mask-aware decoding: two slots
     assert out.mask_rounds.tolist() == [0, 1, 2, 3]
     assert out.masks.shape == (4, s, s) and out.iou_predictions.shape == (4,)
     assert out.low_res_masks.shape[:2] == (4, 1)
@@ -45,19 +49,27 @@ def test_forward_output_shapes_and_losses_are_its_own_terms():
     assert torch.equal(up[:, 0], out.masks)
     assert out.ref_rounds.tolist() == [1, 3] and out.ref_masks.shape == (2, s, s)
 
-    text = F.cross_entropy(out.logits.flatten(0, 1), batch.labels[:, 1:].flatten(),
-                           ignore_index=IGNORE_INDEX)
+    text = F.cross_entropy(
+        out.logits.flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+    )
     targets = batch.targets[batch.mask_weight]
     ious = batch_iou(out.masks, targets)
-    terms = {"text": text, "mask": mask_loss(out.masks, targets, w),
-             "iou_pred": F.mse_loss(out.iou_predictions, ious),
-             "ref_mask": mask_loss(out.ref_masks, batch.first_ref[out.ref_rounds], w)}
+    terms = {
+        "text": text,
+        "mask": mask_loss(out.masks, targets, w),
+        "iou_pred": F.mse_loss(out.iou_predictions, ious),
+        "ref_mask": mask_loss(out.ref_masks, batch.first_ref[out.ref_rounds], w),
+    }
     assert out.losses.keys() == terms.keys()
     for name, value in terms.items():
         assert torch.equal(out.losses[name], value), name
     assert torch.equal(out.mask_iou, ious)
-    expected = (w.text * text + w.target * terms["mask"] + w.iou * terms["iou_pred"]
-                + w.reference * terms["ref_mask"])
+    expected = (
+        w.text * text
+        + w.target * terms["mask"]
+        + w.iou * terms["iou_pred"]
+        + w.reference * terms["ref_mask"]
+    )
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -86,16 +98,16 @@ def test_forward_computes_what_the_inference_path_computes():
         out = model(batch)
         rt = TorchRuntime(model)
         feats = rt.encode_frame(sample.image)
-        refs = rt.reference_tokens(T.to_tensor(sample.image),
-                                   torch.from_numpy(sample.rounds[0].mask)[None])
+        refs = rt.reference_tokens(
+            T.to_tensor(sample.image), torch.from_numpy(sample.rounds[0].mask)[None]
+        )
         embeds = rt.embed(batch.input_ids, feats.image_tokens, refs)
         hidden = rt.llm(embeds, rt.new_cache())[0]
         for r in range(2):
             seg = hidden[batch.seg_pos[r]][None]
-            torch.testing.assert_close(seg, out.seg_hidden[r:r + 1], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(seg, out.seg_hidden[r : r + 1], atol=1e-5, rtol=1e-5)
             turn = (batch.turn_pool[r][:, None] * embeds[0]).sum(0, keepdim=True)
             dense = batch.dense_ref[r][None] if batch.has_ref[r] else None
             low, iou = rt.decode_masks(feats.sam_embedding, seg, turn, dense)
-            torch.testing.assert_close(low, out.low_res_masks[r:r + 1], atol=1e-4, rtol=1e-4)
-            torch.testing.assert_close(iou[0], out.iou_predictions[r:r + 1], atol=1e-5,
-                                       rtol=1e-5)
+            torch.testing.assert_close(low, out.low_res_masks[r : r + 1], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(iou[0], out.iou_predictions[r : r + 1], atol=1e-5, rtol=1e-5)

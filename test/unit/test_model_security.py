@@ -27,11 +27,23 @@ def _checkpoint_that_asks_for_remote_code(root, marker):
     llm_dir = root / "llm"
     llm_dir.mkdir()
     (llm_dir / "evil.py").write_text(EVIL_CODE.format(marker=str(marker)))
-    (llm_dir / "config.json").write_text(json.dumps({
-        "model_type": "evil_llm", "architectures": ["EvilModel"],
-        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"},
-        "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "vocab_size": 64}))
+    (llm_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "evil_llm",
+                "architectures": ["EvilModel"],
+                "auto_map": {
+                    "AutoConfig": "evil.EvilConfig",
+                    "AutoModelForCausalLM": "evil.EvilModel",
+                },
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "vocab_size": 64,
+            }
+        )
+    )
     checkpoint = root / "checkpoint"
     tiny_model().save_pretrained(checkpoint)
     config = json.loads((checkpoint / "config.json").read_text())

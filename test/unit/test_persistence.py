@@ -114,11 +114,14 @@ def test_archive_load_recent_reads_only_what_it_keeps_and_deletes_the_rest(
         data_path.write_text(json.dumps(data))
     decoded: list[str] = []
     original = persistence.load_conversation
-    monkeypatch.setattr(persistence, "load_conversation",
-                        lambda path: decoded.append(Path(path).name) or original(path))
+    monkeypatch.setattr(
+        persistence,
+        "load_conversation",
+        lambda path: decoded.append(Path(path).name) or original(path),
+    )
     kept = ConversationArchive(tmp_path).load_recent(2)
-    assert [c.id for c in kept] == ["c2", "c3"]      # oldest first
-    assert sorted(decoded) == ["c2", "c3"]           # frames of the others never decoded
+    assert [c.id for c in kept] == ["c2", "c3"]  # oldest first
+    assert sorted(decoded) == ["c2", "c3"]  # frames of the others never decoded
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c2", "c3"]
 
 

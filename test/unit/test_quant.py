@@ -41,8 +41,12 @@ def play(model: SegLLMModel, conversations) -> list:
 
 
 def round_ious(a: list, b: list) -> np.ndarray:
-    return np.array([mask_iou(x.mask, y.mask) if (x.mask.any() or y.mask.any()) else 1.0
-                     for x, y in zip(a, b, strict=True)])
+    return np.array(
+        [
+            mask_iou(x.mask, y.mask) if (x.mask.any() or y.mask.any()) else 1.0
+            for x, y in zip(a, b, strict=True)
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +66,18 @@ def test_quant_int8_keeps_every_mask(model, conversations, reference):
 def test_quant_int4_stays_close(model, conversations, reference):
     quantized = quantize_llm(copy.deepcopy(model), "int4")
     few = conversations[:8]
-    ious = round_ious(reference[:sum(len(c.rounds) for c in few)], play(quantized, few))
+    ious = round_ious(reference[: sum(len(c.rounds) for c in few)], play(quantized, few))
     assert ious.mean() >= 0.9
 
 
 def test_quant_leaves_embeddings_vision_and_sam_alone(model):
     quantized = quantize_llm(copy.deepcopy(model), "int8")
     for name in ("vision_tower", "sam", "projector"):
-        for (key, p), q in zip(getattr(model, name).named_parameters(),
-                               getattr(quantized, name).parameters(), strict=True):
+        for (key, p), q in zip(
+            getattr(model, name).named_parameters(),
+            getattr(quantized, name).parameters(),
+            strict=True,
+        ):
             assert type(q) is type(p) and torch.equal(p, q), key
     embeddings = quantized.llm.get_input_embeddings().weight
     assert torch.equal(embeddings, model.llm.get_input_embeddings().weight)

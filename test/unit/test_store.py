@@ -14,15 +14,17 @@ from segllm_ros.engine.persistence import ConversationArchive, safe_name
 from segllm_ros.engine.store import ConversationGoneError, ConversationStore
 
 
-def record(store: ConversationStore, cid: str, frame: Frame | None = None, n: int = 1
-           ) -> Conversation:
+def record(
+    store: ConversationStore, cid: str, frame: Frame | None = None, n: int = 1
+) -> Conversation:
     """Add ``n`` rounds to ``cid`` the way the engine does (first round creates it)."""
     for _ in range(n):
         conv = store.get(cid) or store.new_conversation(cid)
         index = conv.num_rounds + 1
         f = frame if frame is not None else make_frame(index)
-        store.add_round(conv, Round.from_mask(index, f"q{index}", "a", [], make_mask(f, index),
-                                              0.5, f), f)
+        store.add_round(
+            conv, Round.from_mask(index, f"q{index}", "a", [], make_mask(f, index), 0.5, f), f
+        )
     return conv
 
 
@@ -120,17 +122,18 @@ def test_a_round_that_ends_after_a_reset_is_not_recorded() -> None:
 
 def test_every_ending_deletes_the_saved_state(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = ConversationStore(max_conversations=2, ttl_s=100.0, clock=clock,
-                              archive=ConversationArchive(tmp_path))
+    store = ConversationStore(
+        max_conversations=2, ttl_s=100.0, clock=clock, archive=ConversationArchive(tmp_path)
+    )
     record(store, "a", n=2)
     record(store, "b")
-    assert saved(tmp_path) == ["a", "b"]          # saved after every round
-    record(store, "c")                            # evicts a (LRU)
+    assert saved(tmp_path) == ["a", "b"]  # saved after every round
+    record(store, "c")  # evicts a (LRU)
     assert saved(tmp_path) == ["b", "c"]
     store.reset("b")
     assert saved(tmp_path) == ["c"]
     clock.now += 101
-    assert store.get("c") is None                 # expired
+    assert store.get("c") is None  # expired
     assert saved(tmp_path) == []
 
 
@@ -140,17 +143,18 @@ def test_restore_keeps_the_newest_and_the_limits_of_the_new_store(tmp_path: Path
     for name in ("a", "b/c", "ünï"):
         clock.now += 1
         record(first, name, n=2)
-    fresh = ConversationStore(max_conversations=2, max_rounds=2,
-                              archive=ConversationArchive(tmp_path))
+    fresh = ConversationStore(
+        max_conversations=2, max_rounds=2, archive=ConversationArchive(tmp_path)
+    )
     assert fresh.restore() == 2
     assert sorted(fresh.ids()) == sorted(["b/c", "ünï"])
     assert saved(tmp_path) == sorted([safe_name("b/c"), safe_name("ünï")])
     for conv_id in fresh.ids():
         assert_same_conversation(first.get(conv_id), fresh.get(conv_id))
-    with pytest.raises(ConversationFullError):    # the new store's round limit applies
+    with pytest.raises(ConversationFullError):  # the new store's round limit applies
         record(fresh, "ünï")
-    assert fresh.restore() == 0                   # already live: kept
-    assert ConversationStore().restore() == 0     # no archive
+    assert fresh.restore() == 0  # already live: kept
+    assert ConversationStore().restore() == 0  # no archive
 
 
 def test_store_thread_safety_smoke() -> None:

@@ -42,9 +42,16 @@ class FakeEngine:
         self.gate.set()
         self.entered = threading.Event()
 
-    def segment(self, cid: str, text: str, frame: Frame, ref_rounds=(), reset_before=False,
-                on_stage: Callable[[str], None] | None = None,
-                should_cancel: Callable[[], bool] | None = None) -> RoundResult:
+    def segment(
+        self,
+        cid: str,
+        text: str,
+        frame: Frame,
+        ref_rounds=(),
+        reset_before=False,
+        on_stage: Callable[[str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> RoundResult:
         self.calls.append({"cid": cid, "text": text, "frame": frame, "reset": reset_before})
         self.entered.set()
         self.gate.wait(10)
@@ -59,8 +66,7 @@ class FakeEngine:
         mask[0, 0] = self.found
         rnd = Round.from_mask(conv.num_rounds + 1, text, "ok", [], mask, 0.9, frame)
         self.store.add_round(conv, rnd, frame)
-        return RoundResult(cid, rnd.index, text, "ok", [], self.found, mask, rnd.box, 0.9,
-                           frame)
+        return RoundResult(cid, rnd.index, text, "ok", [], self.found, mask, rnd.box, 0.9, frame)
 
 
 def image_msg(stamp_ns: int, value: int = 0) -> Image:
@@ -74,8 +80,9 @@ class Harness:
     def __init__(self, **config) -> None:
         self.engine = FakeEngine()
         self.frames = FrameBuffer(capacity=8)
-        self.worker = QueryWorker(self.engine, self.frames, WorkerConfig(**config),
-                                  now_ns=lambda: NOW_NS)
+        self.worker = QueryWorker(
+            self.engine, self.frames, WorkerConfig(**config), now_ns=lambda: NOW_NS
+        )
         self.outcomes: list[Outcome] = []
         self.done = threading.Condition()
 
@@ -85,8 +92,12 @@ class Harness:
             self.done.notify_all()
 
     def submit(self, text: str = "the red cup", **fields) -> Job:
-        job = Job(Query(fields.pop("conversation_id", "c"), fields.pop("request_id", "r"), text,
-                        **fields), self._on_done)
+        job = Job(
+            Query(
+                fields.pop("conversation_id", "c"), fields.pop("request_id", "r"), text, **fields
+            ),
+            self._on_done,
+        )
         self.worker.submit(job)
         return job
 
@@ -113,12 +124,15 @@ def test_a_query_is_answered_ok_with_the_latest_frame(harness: Harness) -> None:
     assert outcome.frame.stamp_ns == NOW_NS and outcome.latency_ms >= outcome.queue_ms >= 0
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"text": "  "}, "empty"),
-    ({"text": "x" * 1001}, "1001 characters, more than max_query_chars=1000"),
-    ({"conversation_id": "c" * 257}, "conversation_id has 257 characters"),
-    ({"request_id": "r" * 300}, "request_id has 300 characters"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"text": "  "}, "empty"),
+        ({"text": "x" * 1001}, "1001 characters, more than max_query_chars=1000"),
+        ({"conversation_id": "c" * 257}, "conversation_id has 257 characters"),
+        ({"request_id": "r" * 300}, "request_id has 300 characters"),
+    ],
+)
 def test_bad_queries_are_refused_at_once(harness: Harness, fields: dict, message: str) -> None:
     text = fields.pop("text", "the cup")
     harness.submit(text, **fields)
@@ -152,7 +166,7 @@ def test_full_queue_answers_queue_full() -> None:
 
 
 def test_frame_problems(harness: Harness) -> None:
-    harness.frames.push(image_msg(NOW_NS - 5 * 10**9))   # newest is now 5 s old
+    harness.frames.push(image_msg(NOW_NS - 5 * 10**9))  # newest is now 5 s old
     harness.submit()
     harness.submit(image_policy=ImagePolicy.BY_STAMP, image_stamp_ns=NOW_NS + 10**9)
     harness.submit(image_policy=ImagePolicy.EMBEDDED)
@@ -194,14 +208,22 @@ def test_pinned_uses_round_one_frame_unless_reset_before(harness: Harness) -> No
     assert harness.engine.calls[-1]["reset"] is True
 
 
-@pytest.mark.parametrize(("error", "status", "message"), [
-    (BadReferenceError("round 4 does not exist"), Status.BAD_REFERENCE, "round 4"),
-    (UnsupportedFrameError("too elongated"), Status.BAD_IMAGE, "too elongated"),
-    (RuntimeError("CUDA error"), Status.MODEL_ERROR, "the model failed in round 1 "
-     "(RuntimeError: CUDA error); the 0 earlier round(s) are kept"),
-])
+@pytest.mark.parametrize(
+    ("error", "status", "message"),
+    [
+        (BadReferenceError("round 4 does not exist"), Status.BAD_REFERENCE, "round 4"),
+        (UnsupportedFrameError("too elongated"), Status.BAD_IMAGE, "too elongated"),
+        (
+            RuntimeError("CUDA error"),
+            Status.MODEL_ERROR,
+            "the model failed in round 1 "
+            "(RuntimeError: CUDA error); the 0 earlier round(s) are kept",
+        ),
+    ],
+)
 def test_engine_errors_become_statuses_and_the_worker_goes_on(
-        harness: Harness, error: Exception, status: Status, message: str) -> None:
+    harness: Harness, error: Exception, status: Status, message: str
+) -> None:
     harness.engine.fail = error
     harness.submit()
     first = harness.wait(1)[0]

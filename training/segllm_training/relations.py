@@ -105,9 +105,7 @@ def _check_box(box: Box, name: str) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
-def _side(
-    a0: int, a1: int, b0: int, b1: int, before: str, after: str, centres: bool
-) -> str | None:
+def _side(a0: int, a1: int, b0: int, b1: int, before: str, after: str, centres: bool) -> str | None:
     """One axis: ``before`` when a's range ends where b's starts (or, with ``centres``, when
     each centre lies beyond the other's near edge), ``after`` for the mirror case, else None.
     Centres are compared doubled to stay in integers."""

@@ -23,9 +23,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="experiment YAML (config/train/)")
     parser.add_argument("--out", required=True, help="run directory (resumed if present)")
     parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override the experiment, e.g. optim.lr=0.0006 or "
-                             "model.grow_from=runs/demo-stage1/final")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the experiment, e.g. optim.lr=0.0006 or "
+        "model.grow_from=runs/demo-stage1/final",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -100,13 +100,15 @@ class Report:
     """Stats per (source, split) and round (1-based)."""
 
     groups: dict[tuple[str, str], dict[int, RoundStats]] = field(
-        default_factory=lambda: defaultdict(dict))
+        default_factory=lambda: defaultdict(dict)
+    )
 
     def add(self, source: str, split: str, outcome: RoundOutcome) -> None:
         self.groups[(source, split)].setdefault(outcome.round, RoundStats()).add(outcome)
 
-    def rounds(self, source: str | None = None, split: str | None = None,
-               from_round: int = 1) -> dict[int, RoundStats]:
+    def rounds(
+        self, source: str | None = None, split: str | None = None, from_round: int = 1
+    ) -> dict[int, RoundStats]:
         """Stats per round over the matching groups (all when source/split are None)."""
         merged: dict[int, RoundStats] = {}
         for (src, spl), per_round in self.groups.items():
@@ -127,15 +129,24 @@ class Report:
         for source, split in sorted(self.groups):
             per_round = self.rounds(source, split)
             out[f"{source}/{split}"] = {
-                str(r): {"ciou": s.ciou, "giou": s.giou, "n": len(s.ious),
-                         **({"twin_choice": s.twin_choice, "twin_n": s.twin_total}
-                            if s.twin_total else {})}
-                for r, s in per_round.items()}
+                str(r): {
+                    "ciou": s.ciou,
+                    "giou": s.giou,
+                    "n": len(s.ious),
+                    **(
+                        {"twin_choice": s.twin_choice, "twin_n": s.twin_total}
+                        if s.twin_total
+                        else {}
+                    ),
+                }
+                for r, s in per_round.items()
+            }
         return out
 
 
-def run_conversation(engine: SegLLMEngine, item: Item, history: str, conv_id: str,
-                     max_rounds: int | None = None) -> list[RoundOutcome]:
+def run_conversation(
+    engine: SegLLMEngine, item: Item, history: str, conv_id: str, max_rounds: int | None = None
+) -> list[RoundOutcome]:
     """Play one conversation through ``engine`` round by round."""
     if history not in HISTORIES:
         raise ValueError(f"history must be one of {HISTORIES}, got {history!r}")
@@ -154,8 +165,12 @@ def run_conversation(engine: SegLLMEngine, item: Item, history: str, conv_id: st
     return outcomes
 
 
-def evaluate_items(engine: SegLLMEngine, items: Iterable[Item], histories: Iterable[str],
-                   max_rounds: int | None = None) -> dict[str, Report]:
+def evaluate_items(
+    engine: SegLLMEngine,
+    items: Iterable[Item],
+    histories: Iterable[str],
+    max_rounds: int | None = None,
+) -> dict[str, Report]:
     """One report per history protocol, in a single pass over ``items`` (each image is
     loaded once, whatever the number of protocols)."""
     reports = {h: Report() for h in histories}
@@ -179,8 +194,12 @@ def report_rows(reports: dict[str, Report]) -> dict[str, dict[int, RoundStats]]:
     return rows
 
 
-def table(rows: dict[str, dict[int, RoundStats]], metric: str = "ciou", max_rounds: int = 8,
-          from_round: int = 1) -> str:
+def table(
+    rows: dict[str, dict[int, RoundStats]],
+    metric: str = "ciou",
+    max_rounds: int = 8,
+    from_round: int = 1,
+) -> str:
     """Markdown table shaped like Table A4: one row per method / protocol, one column per
     round; ``metric`` = ciou | giou | twin_choice, in percent."""
     header = "| | " + " | ".join(f"R{r}" for r in range(from_round, max_rounds + 1)) + " |"
@@ -194,8 +213,9 @@ def table(rows: dict[str, dict[int, RoundStats]], metric: str = "ciou", max_roun
     return "\n".join(lines)
 
 
-def plot(reports: dict[str, Report], path: str | Path, metric: str = "ciou",
-         title: str = "") -> None:
+def plot(
+    reports: dict[str, Report], path: str | Path, metric: str = "ciou", title: str = ""
+) -> None:
     """Per-round curve of ``metric`` for each report (PNG)."""
     import matplotlib
 
@@ -219,18 +239,22 @@ def plot(reports: dict[str, Report], path: str | Path, metric: str = "ciou",
     plt.close(fig)
 
 
-def write_reports(reports: dict[str, Report], out: str | Path, title: str = "",
-                  max_rounds: int = 8) -> str:
+def write_reports(
+    reports: dict[str, Report], out: str | Path, title: str = "", max_rounds: int = 8
+) -> str:
     """``results.json``, ``table.md`` (cIoU and gIoU tables) and ``rounds.png`` in ``out``;
     returns the markdown."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = report_rows(reports)
-    markdown = "\n\n".join(f"{name}\n\n{table(rows, metric, max_rounds)}"
-                           for name, metric in (("cIoU (%)", "ciou"), ("gIoU (%)", "giou")))
+    markdown = "\n\n".join(
+        f"{name}\n\n{table(rows, metric, max_rounds)}"
+        for name, metric in (("cIoU (%)", "ciou"), ("gIoU (%)", "giou"))
+    )
     (out / "table.md").write_text(markdown + "\n")
-    (out / "results.json").write_text(json.dumps(
-        {name: r.summary() for name, r in reports.items()}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps({name: r.summary() for name, r in reports.items()}, indent=2)
+    )
     plot(reports, out / "rounds.png", title=title)
     return markdown
 
@@ -241,21 +265,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, nargs="+", help="MRSeg JSONL file(s)")
     parser.add_argument("--image-root", default=".")
     parser.add_argument("--history", choices=(*HISTORIES, "both"), default="both")
-    parser.add_argument("--lisa", choices=("approach1", "approach2"),
-                        help="evaluate on a LISA conversion of the data")
+    parser.add_argument(
+        "--lisa",
+        choices=("approach1", "approach2"),
+        help="evaluate on a LISA conversion of the data",
+    )
     parser.add_argument("--limit", type=int, help="conversations per file")
     parser.add_argument("--max-rounds", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--out", default="eval")
     args = parser.parse_args(argv)
-    engine = load_engine(args.checkpoint, device=args.device, precision=args.precision,
-                         max_rounds=max(args.max_rounds, 1))
+    engine = load_engine(
+        args.checkpoint,
+        device=args.device,
+        precision=args.precision,
+        max_rounds=max(args.max_rounds, 1),
+    )
     if args.lisa:  # a model trained without reference input gets none here either
         engine.config = EngineConfig(blank_references=True)
-    skipped: Counter = Counter()                       # corrupt records, counted on reading
-    sources = [Source(SourceConfig(path=p, image_root=args.image_root, lisa=args.lisa), skipped)
-               for p in args.data]
+    skipped: Counter = Counter()  # corrupt records, counted on reading
+    sources = [
+        Source(SourceConfig(path=p, image_root=args.image_root, lisa=args.lisa), skipped)
+        for p in args.data
+    ]
 
     def items() -> Iterator[Item]:
         """Conversations streamed (images are loaded one at a time), broken ones skipped."""
@@ -271,8 +304,11 @@ def main(argv: list[str] | None = None) -> None:
     reports = evaluate_items(engine, items(), histories, args.max_rounds)
     if skipped:
         print(f"skipped conversations: {dict(skipped)}")
-    print(write_reports(reports, args.out, title=Path(args.checkpoint).name,
-                        max_rounds=args.max_rounds))
+    print(
+        write_reports(
+            reports, args.out, title=Path(args.checkpoint).name, max_rounds=args.max_rounds
+        )
+    )
 
 
 if __name__ == "__main__":

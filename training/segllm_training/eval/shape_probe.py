@@ -58,14 +58,18 @@ def miss_kinds(model: SegLLMModel, n: int = 50, rounds: int = 5) -> dict:
     total = 0
     for i, conv in enumerate(held_out(n)):
         objects = conv.scene.objects
-        for outcome in run_conversation(engine, tabletop_item(conv, f"probe-{i}"), "predicted",
-                                        f"probe-{i}", rounds):
+        for outcome in run_conversation(
+            engine, tabletop_item(conv, f"probe-{i}"), "predicted", f"probe-{i}", rounds
+        ):
             total += 1
             if outcome.iou >= 0.5:
                 continue
             target = objects[conv.rounds[outcome.round - 1].target]
-            covered = [o for o in objects if o is not target
-                       and (outcome.prediction & o.mask).sum() > 0.3 * o.mask.sum()]
+            covered = [
+                o
+                for o in objects
+                if o is not target and (outcome.prediction & o.mask).sum() > 0.3 * o.mask.sum()
+            ]
             kinds[_miss_kind(target, covered)] += 1
     return {"rounds": total, "misses": sum(kinds.values()), "by_kind": dict(kinds.most_common())}
 
@@ -88,16 +92,21 @@ def round_kinds(model: SegLLMModel, n: int = 50, batch_size: int = 10) -> dict:
     ious: dict[str, list[float]] = {}
     convs = held_out(n)
     for start in range(0, len(convs), batch_size):
-        chunk = convs[start:start + batch_size]
+        chunk = convs[start : start + batch_size]
         batch = collate([to_sample(c) for c in chunk], model)
         scores = batch_iou(model(batch).masks, batch.targets).tolist()
         rounds = [(c.scene, r) for c in chunk for r in c.rounds]
         for (scene, rnd), iou in zip(rounds, scores, strict=True):
             twin = ", twin" if scene.twin_of(rnd.target) is not None else ""
             ious.setdefault(rnd.kind + twin, []).append(iou)
-    return {kind: {"mean_iou": float(np.mean(v)), "rounds": len(v),
-                   "under_0.5": float(np.mean(np.array(v) < 0.5))}
-            for kind, v in sorted(ious.items())}
+    return {
+        kind: {
+            "mean_iou": float(np.mean(v)),
+            "rounds": len(v),
+            "under_0.5": float(np.mean(np.array(v) < 0.5)),
+        }
+        for kind, v in sorted(ious.items())
+    }
 
 
 @torch.no_grad()
@@ -110,8 +119,10 @@ def shape_features(model: SegLLMModel, scenes: list[Scene]) -> tuple[np.ndarray,
         for obj in scene.objects:
             cells = F.adaptive_avg_pool2d(torch.from_numpy(obj.mask).float()[None], grid)[0]
             ys, xs = np.nonzero(obj.mask)
-            cy, cx = (int(ys.mean()) * grid // obj.mask.shape[0],
-                      int(xs.mean()) * grid // obj.mask.shape[1])
+            cy, cx = (
+                int(ys.mean()) * grid // obj.mask.shape[0],
+                int(xs.mean()) * grid // obj.mask.shape[1],
+            )
             centre.append(emb[:, cy, cx].numpy())
             mean.append(((emb * cells).sum((1, 2)) / cells.sum()).numpy())
             shape.append(SHAPES.index(obj.shape))
@@ -140,10 +151,13 @@ def shape_probe(model: SegLLMModel, n_scenes: int = 400) -> dict:
     rng = np.random.default_rng(PROBE_SEED)
     scenes = [generate_scene(rng, TabletopConfig()) for _ in range(n_scenes)]
     centre, mean, shape, colour = shape_features(model, scenes)
-    return {"objects": len(shape), "centre_cell": linear_probe_accuracy(centre, shape),
-            "object_mean": linear_probe_accuracy(mean, shape),
-            "colour_centre_cell": linear_probe_accuracy(centre, colour),
-            "colour_object_mean": linear_probe_accuracy(mean, colour)}
+    return {
+        "objects": len(shape),
+        "centre_cell": linear_probe_accuracy(centre, shape),
+        "object_mean": linear_probe_accuracy(mean, shape),
+        "colour_centre_cell": linear_probe_accuracy(centre, colour),
+        "colour_object_mean": linear_probe_accuracy(mean, colour),
+    }
 
 
 @torch.no_grad()
@@ -151,12 +165,19 @@ def prompt_attributes(model: SegLLMModel, n_scenes: int = 5) -> dict:
     """Share of the target prompt's variance explained by the colour word and by the shape
     word (between-group sum of squares over total), averaged over ``n_scenes`` scenes."""
     model.eval()
-    shares: dict[str, list[float]] = {"colour": [], "shape": [],
-                                      "colour_variance": [], "shape_variance": []}
+    shares: dict[str, list[float]] = {
+        "colour": [],
+        "shape": [],
+        "colour_variance": [],
+        "shape_variance": [],
+    }
     for conv in held_out(n_scenes):
         empty = np.zeros(conv.scene.image.shape[:2], dtype=bool)
-        samples = [Sample(conv.scene.image, [SampleRound(f"the {c} {s}", [], empty)])
-                   for c in COLORS for s in SHAPES]
+        samples = [
+            Sample(conv.scene.image, [SampleRound(f"the {c} {s}", [], empty)])
+            for c in COLORS
+            for s in SHAPES
+        ]
         prompts = model(collate(samples, model)).prompts[:, 0].flatten(1)
         grid = (prompts - prompts.mean(0)).view(len(COLORS), len(SHAPES), -1)
         total = float(grid.pow(2).sum())
@@ -171,9 +192,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="models/demo")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
-    parser.add_argument("--trajectory", type=Path, nargs="+", metavar="CHECKPOINT",
-                        help="only prompt_attributes, one JSON line per checkpoint (e.g. the "
-                             "steps/* a run exported with --set keep_exports=true)")
+    parser.add_argument(
+        "--trajectory",
+        type=Path,
+        nargs="+",
+        metavar="CHECKPOINT",
+        help="only prompt_attributes, one JSON line per checkpoint (e.g. the "
+        "steps/* a run exported with --set keep_exports=true)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.trajectory:
@@ -182,9 +208,13 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(row), flush=True)
         return
     model = SegLLMModel.from_pretrained(args.checkpoint)
-    report = {"checkpoint": str(args.checkpoint), "misses": miss_kinds(model),
-              "round_kinds": round_kinds(model), "shape_probe": shape_probe(model),
-              "prompt_attributes": prompt_attributes(model)}
+    report = {
+        "checkpoint": str(args.checkpoint),
+        "misses": miss_kinds(model),
+        "round_kinds": round_kinds(model),
+        "shape_probe": shape_probe(model),
+        "prompt_attributes": prompt_attributes(model),
+    }
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -50,13 +50,17 @@ class EvalReport:
         return self.merged(rounds).giou
 
     def summary(self) -> dict:
-        return {"round_iou": {r: s.giou for r, s in sorted(self.rounds.items())},
-                "mean_iou_1_5": self.mean_iou(range(1, 6)), "twin_choice": self.twin_choice,
-                "twin_rounds": self.twin_total}
+        return {
+            "round_iou": {r: s.giou for r, s in sorted(self.rounds.items())},
+            "mean_iou_1_5": self.mean_iou(range(1, 6)),
+            "twin_choice": self.twin_choice,
+            "twin_rounds": self.twin_total,
+        }
 
 
-def evaluate(engine: SegLLMEngine, conversations: list[TabletopConversation],
-             history: str = "predicted") -> EvalReport:
+def evaluate(
+    engine: SegLLMEngine, conversations: list[TabletopConversation], history: str = "predicted"
+) -> EvalReport:
     """Per-round IoU and twin choice: on rounds answerable only through the reference, the
     mask must overlap the right one of two identical objects more than its twin."""
     report = EvalReport()
@@ -82,8 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     out = {}
     for blank in (False, True):
         engine = SegLLMEngine(model, EngineConfig(blank_references=blank))
-        out["blanked" if blank else "with_references"] = evaluate(engine, data,
-                                                                  args.history).summary()
+        out["blanked" if blank else "with_references"] = evaluate(
+            engine, data, args.history
+        ).summary()
     print(json.dumps(out, indent=2))
 
 

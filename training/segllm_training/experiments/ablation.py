@@ -47,9 +47,12 @@ from segllm_training.trainer.data import Item, tabletop_item
 from segllm_training.trainer.loop import train
 
 QUICK_CONFIG = Path("config") / "train" / "tabletop_tiny.yaml"  # in the repository root
-RIGHT_IOU = 0.6   # an earlier answer counts as right above this (both twins: 0.5)
-NO_REFERENCE = {"dense_reference_prompt": False, "reference_token_dropout": 1.0,
-                "mask_aware_decoding": False}
+RIGHT_IOU = 0.6  # an earlier answer counts as right above this (both twins: 0.5)
+NO_REFERENCE = {
+    "dense_reference_prompt": False,
+    "reference_token_dropout": 1.0,
+    "mask_aware_decoding": False,
+}
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,9 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("a_segllm", "(a) SegLLM: ref tokens + dense ref prompt",
-            {"dense_reference_prompt": True}),
+    Variant(
+        "a_segllm", "(a) SegLLM: ref tokens + dense ref prompt", {"dense_reference_prompt": True}
+    ),
     Variant("a_upstream", "(a') upstream: ref tokens only", {"dense_reference_prompt": False}),
     Variant("b_lisa1", "(b) no ref input, LISA Approach 1", NO_REFERENCE, "approach1"),
     Variant("b_lisa2", "(b) no ref input, LISA Approach 2", NO_REFERENCE, "approach2"),
@@ -78,27 +82,32 @@ def variant_config(base: TrainConfig, variant: Variant) -> TrainConfig:
 
 
 def held_out_items(cfg: TabletopConfig, n: int) -> list[Item]:
-    return [tabletop_item(conv, f"eval-{i}", "val")
-            for i, conv in enumerate(generate_dataset(EVAL_SEED, n, cfg))]
+    return [
+        tabletop_item(conv, f"eval-{i}", "val")
+        for i, conv in enumerate(generate_dataset(EVAL_SEED, n, cfg))
+    ]
 
 
 @dataclass
 class VariantEval:
-    everything: Report          # every round
-    ambiguous: Report           # rounds that need the reference (a twin is the distractor)
+    everything: Report  # every round
+    ambiguous: Report  # rounds that need the reference (a twin is the distractor)
     # ambiguous rounds >= 2 whose referenced rounds were answered right (IoU > 0.6: a mask
     # over both identical twins has IoU 0.5 with either): tells a reference mechanism that
     # fails from one that is fed wrong earlier outputs
     given_right_reference: Report
 
 
-def evaluate_variant(model, variant: Variant, items: list[Item], max_rounds: int
-                     ) -> dict[str, VariantEval]:
+def evaluate_variant(
+    model, variant: Variant, items: list[Item], max_rounds: int
+) -> dict[str, VariantEval]:
     """Per history protocol, through the engine; the LISA variants get the converted text
     and no reference input."""
     engine = SegLLMEngine(model, EngineConfig(blank_references=variant.lisa is not None))
-    shown = [Item(lisa.convert(item.record, variant.lisa), item.image, item.distractors)
-             for item in items]
+    shown = [
+        Item(lisa.convert(item.record, variant.lisa), item.image, item.distractors)
+        for item in items
+    ]
     out = {}
     for history in HISTORIES:
         result = VariantEval(Report(), Report(), Report())
@@ -116,14 +125,20 @@ def evaluate_variant(model, variant: Variant, items: list[Item], max_rounds: int
     return out
 
 
-def run(base: TrainConfig, out: Path, n_eval: int, max_rounds: int = 6,
-        variants: tuple[Variant, ...] = VARIANTS, progress: bool = True) -> dict:
+def run(
+    base: TrainConfig,
+    out: Path,
+    n_eval: int,
+    max_rounds: int = 6,
+    variants: tuple[Variant, ...] = VARIANTS,
+    progress: bool = True,
+) -> dict:
     """Train and evaluate every variant; writes tables, plot and ``summary.json`` to ``out``."""
     tabletop = TabletopConfig(**base.data.sources[0].tabletop)
     results: dict = {}
     all_reports: dict[str, Report] = {}
     ambiguous_reports: dict[str, Report] = {}
-    items = held_out_items(tabletop, n_eval)       # the same conversations for every variant
+    items = held_out_items(tabletop, n_eval)  # the same conversations for every variant
     for variant in variants:
         # equal budget from scratch: a finished run left in ``out`` would otherwise be resumed
         # at its last step, i.e. evaluated without training
@@ -145,35 +160,49 @@ def run(base: TrainConfig, out: Path, n_eval: int, max_rounds: int = 6,
                 "twin_choice_r2plus": later.twin_choice,
                 "ambiguous_rounds": later.twin_total,
                 "twin_choice_given_right_reference": right.twin_choice,
-                "rounds_given_right_reference": right.twin_total}
+                "rounds_given_right_reference": right.twin_total,
+            }
         results[variant.name] = entry
     write_reports(all_reports, out / "all_rounds", "tabletop twins: every round", max_rounds)
-    write_reports(ambiguous_reports, out / "ambiguous_rounds",
-                  "tabletop twins: rounds that need the reference", max_rounds)
+    write_reports(
+        ambiguous_reports,
+        out / "ambiguous_rounds",
+        "tabletop twins: rounds that need the reference",
+        max_rounds,
+    )
     markdown = render(results, all_reports, ambiguous_reports, max_rounds)
     (out / "table.md").write_text(markdown + "\n")
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     return results
 
 
-def render(results: dict, all_reports: dict[str, Report], ambiguous: dict[str, Report],
-           max_rounds: int) -> str:
-    lines = ["cIoU (%) per round, every round of twin scenes", "",
-             table(report_rows(all_reports), "ciou", max_rounds), "",
-             "cIoU (%) per round, only rounds that need the reference", "",
-             table(report_rows(ambiguous), "ciou", max_rounds), "",
-             "Twin choice (%) on rounds >= 2 that need the reference; last column: predicted "
-             f"history, only where the referenced rounds were answered right (IoU > {RIGHT_IOU})",
-             "",
-             "| variant | GT history | predicted history | pred., reference right | rounds |",
-             "|---|---|---|---|---|"]
+def render(
+    results: dict, all_reports: dict[str, Report], ambiguous: dict[str, Report], max_rounds: int
+) -> str:
+    lines = [
+        "cIoU (%) per round, every round of twin scenes",
+        "",
+        table(report_rows(all_reports), "ciou", max_rounds),
+        "",
+        "cIoU (%) per round, only rounds that need the reference",
+        "",
+        table(report_rows(ambiguous), "ciou", max_rounds),
+        "",
+        "Twin choice (%) on rounds >= 2 that need the reference; last column: predicted "
+        f"history, only where the referenced rounds were answered right (IoU > {RIGHT_IOU})",
+        "",
+        "| variant | GT history | predicted history | pred., reference right | rounds |",
+        "|---|---|---|---|---|",
+    ]
     for entry in results.values():
         gt, pred = entry["ground_truth"], entry["predicted"]
-        lines.append(f"| {entry['label']} | {100 * gt['twin_choice_r2plus']:.1f} | "
-                     f"{100 * pred['twin_choice_r2plus']:.1f} | "
-                     f"{_percent(pred['twin_choice_given_right_reference'])} "
-                     f"(n={pred['rounds_given_right_reference']}) | "
-                     f"{gt['ambiguous_rounds']} |")
+        lines.append(
+            f"| {entry['label']} | {100 * gt['twin_choice_r2plus']:.1f} | "
+            f"{100 * pred['twin_choice_r2plus']:.1f} | "
+            f"{_percent(pred['twin_choice_given_right_reference'])} "
+            f"(n={pred['rounds_given_right_reference']}) | "
+            f"{gt['ambiguous_rounds']} |"
+        )
     return "\n".join(lines)
 
 

@@ -83,16 +83,23 @@ class ConversationRecord:
                 raise ValueError(f"conversation {self.id!r} round {i}: empty query")
             bad = [k for k in rnd.ref_rounds if not 1 <= k < i]
             if bad:
-                raise ValueError(f"conversation {self.id!r} round {i}: ref_rounds {bad} "
-                                 "do not point to earlier rounds")
+                raise ValueError(
+                    f"conversation {self.id!r} round {i}: ref_rounds {bad} "
+                    "do not point to earlier rounds"
+                )
             if list(rnd.mask.get("size", [])) != [self.height, self.width]:
-                raise ValueError(f"conversation {self.id!r} round {i}: mask size "
-                                 f"{rnd.mask.get('size')} != image {[self.height, self.width]}")
+                raise ValueError(
+                    f"conversation {self.id!r} round {i}: mask size "
+                    f"{rnd.mask.get('size')} != image {[self.height, self.width]}"
+                )
             if rnd.input_mask is not None and (
-                    list(rnd.input_mask.get("size", [])) != [self.height, self.width]
-                    or INPUT_MASK_TOKEN not in rnd.query):
-                raise ValueError(f"conversation {self.id!r} round {i}: input_mask needs the "
-                                 f"image size and {INPUT_MASK_TOKEN!r} in the query")
+                list(rnd.input_mask.get("size", [])) != [self.height, self.width]
+                or INPUT_MASK_TOKEN not in rnd.query
+            ):
+                raise ValueError(
+                    f"conversation {self.id!r} round {i}: input_mask needs the "
+                    f"image size and {INPUT_MASK_TOKEN!r} in the query"
+                )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

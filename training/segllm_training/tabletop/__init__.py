@@ -23,7 +23,21 @@ from segllm_training.tabletop.scenes import (
     vocabulary,
 )
 
-__all__ = ["COLORS", "IMPLICIT_REF", "KINDS", "REF_FORMS", "SHAPES", "Round", "Scene",
-           "TabletopConfig", "TabletopConversation", "TabletopObject", "generate_conversation",
-           "generate_dataset", "generate_scene", "relation_singles_out", "tokenize",
-           "vocabulary"]
+__all__ = [
+    "COLORS",
+    "IMPLICIT_REF",
+    "KINDS",
+    "REF_FORMS",
+    "SHAPES",
+    "Round",
+    "Scene",
+    "TabletopConfig",
+    "TabletopConversation",
+    "TabletopObject",
+    "generate_conversation",
+    "generate_dataset",
+    "generate_scene",
+    "relation_singles_out",
+    "tokenize",
+    "vocabulary",
+]

@@ -83,22 +83,31 @@ def script_conversation_1(scene: Scene) -> list[Round] | None:
                     continue
                 # Round 6: an object no earlier round was about, so all five kinds of thing
                 # on the table get a mask.
-                sixth = [w for w in range(n)
-                         if w not in (u, t, other, v) and _relation(scene, w, v)]
+                sixth = [
+                    w for w in range(n) if w not in (u, t, other, v) and _relation(scene, w, v)
+                ]
                 if not sixth:
                     continue
                 w = sixth[0]
                 rel6 = _relation(scene, w, v)
                 return [
                     Round(f"the {name[u]}", u, [], "describe", False, None),
-                    Round(f"the {name[t]} {rel2} <the output of round 1>", t, [1], "relation",
-                          False, "output"),
+                    Round(
+                        f"the {name[t]} {rel2} <the output of round 1>",
+                        t,
+                        [1],
+                        "relation",
+                        False,
+                        "output",
+                    ),
                     Round(f"the other {name[other]}", other, [2], "other", True, "implicit"),
-                    Round(f"the {name[v]} {rel4} <instance 3>", v, [3], "relation", False,
-                          "instance"),
+                    Round(
+                        f"the {name[v]} {rel4} <instance 3>", v, [3], "relation", False, "instance"
+                    ),
                     Round("<the output of round 2> again", t, [2], "again", True, "output"),
-                    Round(f"the {name[w]} {rel6} the {name[v]}", w, [4], "relation", False,
-                          "caption"),
+                    Round(
+                        f"the {name[w]} {rel6} the {name[v]}", w, [4], "relation", False, "caption"
+                    ),
                 ]
     return None
 
@@ -120,8 +129,14 @@ def script_conversation_2(scene: Scene) -> list[Round] | None:
                 return [
                     Round(f"the {name[x]}", x, [], "describe", False, None),
                     Round(f"the {name[y]} {rel2} it", y, [1], "relation", False, "it"),
-                    Round(f"the {name[z]} {rel3} <the output of round 1>", z, [1], "relation",
-                          False, "output"),
+                    Round(
+                        f"the {name[z]} {rel3} <the output of round 1>",
+                        z,
+                        [1],
+                        "relation",
+                        False,
+                        "output",
+                    ),
                 ]
     return None
 
@@ -159,9 +174,11 @@ def verify_round(scene: Scene, rounds: list[Round], r: int) -> None:
         ref_target = rounds[k - 1].target
         rel = positional_relation(obj.box, scene.objects[ref_target].box)
         assert rnd.query in [f"the {obj.name} {rel} {ref}" for ref in refs[rnd.ref_form]], (
-            f"round {r}: {rnd.query!r} does not state the relation {rel!r}")
+            f"round {r}: {rnd.query!r} does not state the relation {rel!r}"
+        )
         assert relation_singles_out(scene, rnd.target, rel, ref_target), (
-            f"round {r}: {rnd.query!r} is ambiguous")
+            f"round {r}: {rnd.query!r} is ambiguous"
+        )
     elif rnd.kind == "other":
         (k,) = rnd.ref_rounds
         assert scene.twin_of(rounds[k - 1].target) == rnd.target
@@ -185,26 +202,39 @@ def find_scene(start: int, script) -> tuple[int, Scene, list[Round]]:
     raise RuntimeError(f"no suitable scene in seeds {start}..{start + MAX_SEED_TRIES}")
 
 
-def _scene_record(name: str, seed: int, scene: Scene, cid: str, rounds: list[Round],
-                  reset_before: bool) -> dict:
+def _scene_record(
+    name: str, seed: int, scene: Scene, cid: str, rounds: list[Round], reset_before: bool
+) -> dict:
     return {
         "name": name,
         "image": f"{name}.png",
         "seed": seed,
         "size": list(scene.image.shape[:2]),
         "objects": [
-            {"index": i, "name": o.name, "shape": o.shape, "color": o.color,
-             "box": list(o.box), "mask": mask_to_rle(o.mask)}
+            {
+                "index": i,
+                "name": o.name,
+                "shape": o.shape,
+                "color": o.color,
+                "box": list(o.box),
+                "mask": mask_to_rle(o.mask),
+            }
             for i, o in enumerate(scene.objects)
         ],
         "conversation": {
             "id": cid,
             "reset_before": reset_before,
             "rounds": [
-                {"round": r, "query": rnd.query, "kind": rnd.kind, "ref_form": rnd.ref_form,
-                 "ref_rounds": rnd.ref_rounds, "target": rnd.target,
-                 "target_name": scene.objects[rnd.target].name,
-                 "ambiguous_without_reference": rnd.ambiguous_without_reference}
+                {
+                    "round": r,
+                    "query": rnd.query,
+                    "kind": rnd.kind,
+                    "ref_form": rnd.ref_form,
+                    "ref_rounds": rnd.ref_rounds,
+                    "target": rnd.target,
+                    "target_name": scene.objects[rnd.target].name,
+                    "ambiguous_without_reference": rnd.ambiguous_without_reference,
+                }
                 for r, rnd in enumerate(rounds, start=1)
             ],
         },
@@ -218,7 +248,8 @@ def make_demo_data(out: Path) -> dict:
     seed2, scene2, conv2 = find_scene(seed1 + 1, script_conversation_2)
     records = []
     for index, (seed, scene, rounds) in enumerate(
-            [(seed1, scene1, conv1), (seed2, scene2, conv2)], start=1):
+        [(seed1, scene1, conv1), (seed2, scene2, conv2)], start=1
+    ):
         for r in range(1, len(rounds) + 1):
             verify_round(scene, rounds, r)
         name = f"scene_{index}"
@@ -228,7 +259,7 @@ def make_demo_data(out: Path) -> dict:
         records.append(_scene_record(name, seed, scene, f"demo-{index}", rounds, index > 1))
     data = {
         "description": "SegLLM ROS demo: two tabletop frames and scripted multi-round "
-                       "conversations (written by segllm_training.tabletop.demo_data)",
+        "conversations (written by segllm_training.tabletop.demo_data)",
         "generator": {"module": "segllm_training.tabletop", "config": asdict(CONFIG)},
         "scenes": records,
     }

@@ -136,8 +136,15 @@ class TabletopConfig:
             raise ValueError("max_size does not fit in the image")
         if not 1 <= self.min_rounds <= self.max_rounds:
             raise ValueError("need 1 <= min_rounds <= max_rounds")
-        if not all(0.0 <= p <= 1.0 for p in (self.twin_prob, self.caption_ref_prob,
-                                               self.same_shape_prob, self.same_colour_prob)):
+        if not all(
+            0.0 <= p <= 1.0
+            for p in (
+                self.twin_prob,
+                self.caption_ref_prob,
+                self.same_shape_prob,
+                self.same_colour_prob,
+            )
+        ):
             raise ValueError("probabilities must lie in [0, 1]")
         if self.same_shape_prob + self.same_colour_prob > 1.0:
             raise ValueError("same_shape_prob + same_colour_prob must not exceed 1")

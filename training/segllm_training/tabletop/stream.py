@@ -17,6 +17,10 @@ EVAL_SEED = 1_000_003
 def to_sample(conv: TabletopConversation) -> Sample:
     """The whole conversation as a training sample: every round has a mask loss and the model
     draws the reference-token dropout."""
-    return Sample(conv.scene.image, [SampleRound(r.query, list(r.ref_rounds),
-                                                 conv.scene.target_mask(r.target))
-                                     for r in conv.rounds])
+    return Sample(
+        conv.scene.image,
+        [
+            SampleRound(r.query, list(r.ref_rounds), conv.scene.target_mask(r.target))
+            for r in conv.rounds
+        ],
+    )

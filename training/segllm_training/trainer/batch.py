@@ -21,24 +21,25 @@ from segllm_ros.model.template import tokenize_round
 @dataclass
 class SampleRound:
     query: str
-    ref_rounds: list[int]          # 1-based earlier rounds referenced by this round
-    mask: np.ndarray               # bool HxW target
+    ref_rounds: list[int]  # 1-based earlier rounds referenced by this round
+    mask: np.ndarray  # bool HxW target
     # Masks given in the user turn itself (MRSeg-hard's "[encode X] the other <class>"):
     # encoded after the referenced rounds' masks, exactly like them.
     input_masks: list[np.ndarray] = field(default_factory=list)
 
     def reference_masks(self, round_masks: list[torch.Tensor]) -> list[torch.Tensor]:
         """The masks this round's reference input encodes, in order."""
-        return ([round_masks[k - 1] for k in self.ref_rounds]
-                + [torch.from_numpy(m) for m in self.input_masks])
+        return [round_masks[k - 1] for k in self.ref_rounds] + [
+            torch.from_numpy(m) for m in self.input_masks
+        ]
 
 
 @dataclass
 class Sample:
-    image: np.ndarray              # HxWx3 uint8 RGB
+    image: np.ndarray  # HxWx3 uint8 RGB
     rounds: list[SampleRound]
-    mask_rounds: list[int] | None = None   # 0-based rounds with a mask loss (None = all)
-    ref_keep: list[bool] | None = None     # reference-token dropout draw per reference, in
+    mask_rounds: list[int] | None = None  # 0-based rounds with a mask loss (None = all)
+    ref_keep: list[bool] | None = None  # reference-token dropout draw per reference, in
     #                                        sequence order (None = the model draws)
 
 
@@ -57,8 +58,15 @@ def collate(samples: list[Sample], model) -> Batch:
         refs_in_order: list[torch.Tensor] = []
         for i, rnd in enumerate(sample.rounds):
             earlier = rnd.reference_masks(masks)
-            rt = tokenize_round(tok, cfg, rnd.query, cfg.seg_answer, len(earlier),
-                                first=i == 0, num_image_tokens=model.num_image_tokens)
+            rt = tokenize_round(
+                tok,
+                cfg,
+                rnd.query,
+                cfg.seg_answer,
+                len(earlier),
+                first=i == 0,
+                num_image_tokens=model.num_image_tokens,
+            )
             offset = len(ids)
             seg_at = offset + len(rt.user_ids) + rt.answer_ids.index(model.seg_token_id)
             spans.append((offset + rt.query_span[0], offset + rt.query_span[1]))
@@ -76,8 +84,9 @@ def collate(samples: list[Sample], model) -> Batch:
             mask_weight.append(sample.mask_rounds is None or i in sample.mask_rounds)
         seqs.append(ids)
         labels.append(lab)
-        ref_masks.append(torch.stack(refs_in_order) if refs_in_order
-                         else torch.zeros(0, *hw, dtype=torch.bool))
+        ref_masks.append(
+            torch.stack(refs_in_order) if refs_in_order else torch.zeros(0, *hw, dtype=torch.bool)
+        )
     length = max(len(s) for s in seqs)
     pad = tok.pad_token_id
     input_ids = torch.full((len(seqs), length), pad, dtype=torch.long)
@@ -94,7 +103,19 @@ def collate(samples: list[Sample], model) -> Batch:
     keep = None
     if all(s.ref_keep is not None for s in samples):
         keep = [torch.tensor(s.ref_keep, dtype=torch.bool) for s in samples]
-    return Batch(images, input_ids, attn, label_t, torch.tensor(seg_batch),
-                 torch.tensor(seg_pos), turn_pool, ref_masks, torch.stack(targets).float(),
-                 torch.stack(dense).float(), torch.stack(first).float(),
-                 torch.tensor(has_ref), torch.tensor(mask_weight), keep)
+    return Batch(
+        images,
+        input_ids,
+        attn,
+        label_t,
+        torch.tensor(seg_batch),
+        torch.tensor(seg_pos),
+        turn_pool,
+        ref_masks,
+        torch.stack(targets).float(),
+        torch.stack(dense).float(),
+        torch.stack(first).float(),
+        torch.tensor(has_ref),
+        torch.tensor(mask_weight),
+        keep,
+    )

@@ -32,8 +32,16 @@ from segllm_training.tabletop import vocabulary as tabletop_vocabulary
 from segllm_training.trainer.merge import merged
 
 # What the real recipe trains besides the LLM (LISA/SegLLM): everything new plus SAM's decoder.
-DEFAULT_TRAINABLE = ("projector", "mask_projector", "box_encoder", "seg_head",
-                     "sam.mask_decoder", "sam.prompt_encoder", "reference_embed", "turn_norm")
+DEFAULT_TRAINABLE = (
+    "projector",
+    "mask_projector",
+    "box_encoder",
+    "seg_head",
+    "sam.mask_decoder",
+    "sam.prompt_encoder",
+    "reference_embed",
+    "turn_norm",
+)
 LLM_MODES = ("lora", "full", "frozen")
 
 
@@ -58,7 +66,7 @@ class ModelSource:
     llava: str | None = None
     sam_checkpoint: str | None = None
     sam_variant: str = "vit_h"
-    sam: dict | None = None            # SamConfig fields over the variant's (other SAM sizes)
+    sam: dict | None = None  # SamConfig fields over the variant's (other SAM sizes)
     checkpoint: str | None = None
     overrides: dict = field(default_factory=dict)
 
@@ -74,7 +82,7 @@ class LoraSettings:
 
 @dataclass
 class TrainableSettings:
-    llm: str = "lora"                         # lora | full | frozen
+    llm: str = "lora"  # lora | full | frozen
     lora: LoraSettings = field(default_factory=LoraSettings)
     # The new tokens (<seg>, <ref>, ...) need their embedding rows and LM-head rows trained
     # (LISA trains embed_tokens and lm_head whole).
@@ -108,8 +116,9 @@ def build_model(src: ModelSource, vocabulary: Iterable[str] = ()) -> SegLLMModel
     ``vocabulary`` feeds the word tokenizer of a model built from a config."""
     chosen = [k for k in ("config", "config_file", "llava", "checkpoint") if getattr(src, k)]
     if len(chosen) != 1:
-        raise ValueError("model source needs exactly one of config/config_file/llava/checkpoint, "
-                         f"got {chosen}")
+        raise ValueError(
+            f"model source needs exactly one of config/config_file/llava/checkpoint, got {chosen}"
+        )
     if src.grow_from and chosen[0] not in ("config", "config_file"):
         raise ValueError("grow_from needs the grown model's config (config or config_file)")
     if src.checkpoint:
@@ -139,8 +148,12 @@ def setup_trainable(model: SegLLMModel, cfg: TrainableSettings) -> list[str]:
         raise ValueError(f"llm must be one of {LLM_MODES}, got {cfg.llm!r}")
     model.requires_grad_(False)
     if cfg.llm == "lora":
-        lora = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
-                          lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.targets)
+        lora = LoraConfig(
+            r=cfg.lora.rank,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=cfg.lora.targets,
+        )
         inject_adapter_in_model(lora, model.llm)
     prefixes = list(cfg.modules)
     if cfg.llm == "full":
@@ -203,4 +216,3 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable}
-

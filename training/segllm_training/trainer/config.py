@@ -30,7 +30,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 @dataclass
 class DataSettings:
     sources: list[SourceConfig] = field(default_factory=list)
-    mixing: str = "uniform"                  # uniform per source (upstream) | proportional
+    mixing: str = "uniform"  # uniform per source (upstream) | proportional
     sample: SampleConfig = field(default_factory=SampleConfig)
     stream: bool = False
     """The demo recipe's order: one tabletop source, conversations drawn one after another
@@ -59,15 +59,15 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     seed: int = 0
     max_steps: int = 1000
-    per_device_batch: int = 2                # global batch = this x processes x grad_accum
-    precision: str = "fp32"                  # autocast on GPU: bf16 | fp16
-    frozen_dtype: str = "fp32"               # frozen weights stored in bf16 to save memory
+    per_device_batch: int = 2  # global batch = this x processes x grad_accum
+    precision: str = "fp32"  # autocast on GPU: bf16 | fp16
+    frozen_dtype: str = "fp32"  # frozen weights stored in bf16 to save memory
     gradient_checkpointing: bool = False
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
-    max_bad_steps: int = 5                   # consecutive non-finite steps before giving up
-    threads: int = 0                         # torch CPU threads (0: leave the default)
+    max_bad_steps: int = 5  # consecutive non-finite steps before giving up
+    threads: int = 0  # torch CPU threads (0: leave the default)
     flush_denormal: bool = False
     """Flush subnormal floats to zero on CPU: saturated sigmoids and softmaxes fill the
     backward pass of a trained tabletop model with them, and x86 handles them slowly (up to

@@ -49,7 +49,7 @@ class Item:
     """A conversation ready for training or evaluation."""
 
     record: ConversationRecord
-    image: np.ndarray                                          # HxWx3 uint8 RGB
+    image: np.ndarray  # HxWx3 uint8 RGB
     # Round (1-based) -> mask of the object a wrong answer would pick (a tabletop twin): the
     # evaluation's "twin choice" asks whether the prediction overlaps the target more.
     distractors: dict[int, np.ndarray] = field(default_factory=dict)
@@ -64,8 +64,8 @@ class SourceConfig:
     path: str | None = None
     image_root: str = "."
     weight: float = 1.0
-    lisa: str | None = None                                    # approach1 / approach2
-    tabletop: dict | None = None                               # TabletopConfig kwargs
+    lisa: str | None = None  # approach1 / approach2
+    tabletop: dict | None = None  # TabletopConfig kwargs
     size: int = 100_000
     seed: int = 0
 
@@ -75,12 +75,20 @@ def tabletop_item(conv: TabletopConversation, conv_id: str, split: str = "train"
     twin fits both twins, as a description does)."""
     scene = conv.scene
     h, w = scene.image.shape[:2]
-    rounds = [RoundRecord(query=r.query, mask=encode_mask(scene.target_mask(r.target)),
-                          ref_rounds=list(r.ref_rounds), caption=scene.objects[r.target].name)
-              for r in conv.rounds]
-    distractors = {i: scene.target_mask(twin) for i, r in enumerate(conv.rounds, start=1)
-                   if r.ambiguous_without_reference
-                   and (twin := scene.twin_of(r.target)) is not None}
+    rounds = [
+        RoundRecord(
+            query=r.query,
+            mask=encode_mask(scene.target_mask(r.target)),
+            ref_rounds=list(r.ref_rounds),
+            caption=scene.objects[r.target].name,
+        )
+        for r in conv.rounds
+    ]
+    distractors = {
+        i: scene.target_mask(twin)
+        for i, r in enumerate(conv.rounds, start=1)
+        if r.ambiguous_without_reference and (twin := scene.twin_of(r.target)) is not None
+    }
     record = ConversationRecord(conv_id, "tabletop", split, "", h, w, rounds)
     return Item(record, scene.image, distractors)
 
@@ -114,8 +122,7 @@ class Source:
         file and line of a conversation whose image is missing or does not fit."""
         if self.tabletop is not None:
             rng = np.random.default_rng([self.cfg.seed, index])
-            item = tabletop_item(generate_conversation(rng, self.tabletop),
-                                 f"{self.name}-{index}")
+            item = tabletop_item(generate_conversation(rng, self.tabletop), f"{self.name}-{index}")
         else:
             line, record = self.records[index]
             item = Item(record, self._image(record, line))
@@ -129,8 +136,10 @@ class Source:
         if bgr is None:
             raise DataError(f"{where}: image {path} is missing or unreadable")
         if bgr.shape[:2] != (record.height, record.width):
-            raise DataError(f"{where}: image {path} is {bgr.shape[1]}x{bgr.shape[0]}, "
-                            f"record says {record.width}x{record.height}")
+            raise DataError(
+                f"{where}: image {path} is {bgr.shape[1]}x{bgr.shape[0]}, "
+                f"record says {record.width}x{record.height}"
+            )
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -139,8 +148,9 @@ def source_weights(sources: list[Source], mixing: str) -> np.ndarray:
     ``proportional`` (upstream's uniform-per-dataset mixing otherwise)."""
     if mixing not in MIXING:
         raise ValueError(f"mixing must be one of {MIXING}, got {mixing!r}")
-    w = np.array([s.cfg.weight * (len(s) if mixing == "proportional" else 1.0)
-                  for s in sources], dtype=float)
+    w = np.array(
+        [s.cfg.weight * (len(s) if mixing == "proportional" else 1.0) for s in sources], dtype=float
+    )
     if not (w > 0).any():
         raise ValueError("all source weights are zero")
     return w / w.sum()
@@ -150,16 +160,22 @@ def source_weights(sources: list[Source], mixing: str) -> np.ndarray:
 class SampleConfig:
     """How a conversation becomes a training sample."""
 
-    max_rounds: int = 6          # conversations truncated to this many rounds
-    mask_rounds: int = 2         # mask loss on this many randomly chosen rounds (0 = all)
-    max_tries: int = 50          # draws per sample before giving up on broken data
+    max_rounds: int = 6  # conversations truncated to this many rounds
+    mask_rounds: int = 2  # mask loss on this many randomly chosen rounds (0 = all)
+    max_tries: int = 50  # draws per sample before giving up on broken data
 
 
 class MixtureSampler:
     """Deterministic stream of training samples; ``position`` is the next global index."""
 
-    def __init__(self, sources: list[Source], mixing: str, seed: int, sample_cfg: SampleConfig,
-                 reference_dropout: float) -> None:
+    def __init__(
+        self,
+        sources: list[Source],
+        mixing: str,
+        seed: int,
+        sample_cfg: SampleConfig,
+        reference_dropout: float,
+    ) -> None:
         self.sources = sources
         self.probs = source_weights(sources, mixing)
         self.seed = seed
@@ -190,8 +206,10 @@ class MixtureSampler:
                 self.skipped["missing_image"] += 1
                 continue
             return to_sample(item, rng, self.sample_cfg, self.reference_dropout)
-        raise DataError(f"no usable conversation in {self.sample_cfg.max_tries} draws "
-                        f"for sample {index}; skipped so far: {dict(self.skipped)}")
+        raise DataError(
+            f"no usable conversation in {self.sample_cfg.max_tries} draws "
+            f"for sample {index}; skipped so far: {dict(self.skipped)}"
+        )
 
     def next_batch(self, size: int, rank: int = 0, world: int = 1) -> list[Sample]:
         """This process's slice of the next global batch of ``size * world`` samples."""
@@ -207,12 +225,13 @@ class TabletopStream:
 
     def __init__(self, sources: list[Source], seed: int) -> None:
         if len(sources) != 1 or sources[0].tabletop is None or sources[0].cfg.lisa:
-            raise ValueError("data.stream needs exactly one tabletop source without a LISA "
-                             "conversion")
+            raise ValueError(
+                "data.stream needs exactly one tabletop source without a LISA conversion"
+            )
         self.cfg = sources[0].tabletop
         self.rng = np.random.default_rng(seed)
         self.position = 0
-        self.skipped = sources[0].skipped         # synthetic data: stays empty
+        self.skipped = sources[0].skipped  # synthetic data: stays empty
 
     def state_dict(self) -> dict:
         return {"position": self.position, "rng": self.rng.bit_generator.state}
@@ -225,11 +244,15 @@ class TabletopStream:
         """This process's slice of the next ``size * world`` conversations."""
         convs = [generate_conversation(self.rng, self.cfg) for _ in range(size * world)]
         self.position += size * world
-        return [whole_conversation(c) for c in convs[rank * size:(rank + 1) * size]]
+        return [whole_conversation(c) for c in convs[rank * size : (rank + 1) * size]]
 
 
-def to_sample(item: Item, rng: np.random.Generator | None = None,
-              cfg: SampleConfig | None = None, reference_dropout: float = 0.0) -> Sample:
+def to_sample(
+    item: Item,
+    rng: np.random.Generator | None = None,
+    cfg: SampleConfig | None = None,
+    reference_dropout: float = 0.0,
+) -> Sample:
     """Record + image -> Sample. References are resolved as the inference engine resolves
     them (explicit ``ref_rounds``, round tokens, then "it"/"the other"/... = previous round),
     so training sees the same reference input inference will give."""
@@ -242,13 +265,20 @@ def to_sample(item: Item, rng: np.random.Generator | None = None,
             out.append(SampleRound(rnd.query, refs, decode_mask(rnd.mask)))
         else:  # the query's "the other" means the given mask, not the previous round
             query = " ".join(rnd.query.replace(INPUT_MASK_TOKEN, " ").split())
-            out.append(SampleRound(query, list(rnd.ref_rounds), decode_mask(rnd.mask),
-                                   [decode_mask(rnd.input_mask)]))
+            out.append(
+                SampleRound(
+                    query,
+                    list(rnd.ref_rounds),
+                    decode_mask(rnd.mask),
+                    [decode_mask(rnd.input_mask)],
+                )
+            )
     sample = Sample(item.image, out)
     if rng is not None:
         if 0 < cfg.mask_rounds < len(out):
-            sample.mask_rounds = sorted(int(k) for k in rng.choice(len(out), cfg.mask_rounds,
-                                                                   replace=False))
+            sample.mask_rounds = sorted(
+                int(k) for k in rng.choice(len(out), cfg.mask_rounds, replace=False)
+            )
         n_refs = sum(len(r.ref_rounds) + len(r.input_masks) for r in out)
         sample.ref_keep = (rng.random(n_refs) >= reference_dropout).tolist()
     return sample

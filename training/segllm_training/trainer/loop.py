@@ -81,8 +81,11 @@ class Checkpoints:
         self.keep = keep
 
     def latest(self) -> Path | None:
-        done = sorted(p for p in self.root.glob("step-*") if p.suffix != ".tmp"
-                      and (p / "trainer.json").is_file())
+        done = sorted(
+            p
+            for p in self.root.glob("step-*")
+            if p.suffix != ".tmp" and (p / "trainer.json").is_file()
+        )
         return done[-1] if done else None
 
     def save(self, accelerator: Accelerator, step: int) -> Path:
@@ -97,8 +100,9 @@ class Checkpoints:
             (tmp / "trainer.json").write_text(json.dumps({"step": step}))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            for old in sorted(p for p in self.root.glob("step-*") if p.suffix != ".tmp"
-                              )[: -self.keep]:
+            for old in sorted(p for p in self.root.glob("step-*") if p.suffix != ".tmp")[
+                : -self.keep
+            ]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
         return final
@@ -127,8 +131,9 @@ def _all_finite(accelerator: Accelerator, value: torch.Tensor) -> bool:
 
 
 def _check_weights(model: nn.Module) -> None:
-    bad = [n for n, p in model.named_parameters() if p.requires_grad
-           and not torch.isfinite(p).all()]
+    bad = [
+        n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()
+    ]
     if bad:
         raise NonFiniteLossError(f"non-finite weights {bad[:5]}; checkpoint not written")
 
@@ -139,8 +144,11 @@ METRIC_KEYS = ("loss", "text", "mask", "iou_pred", "ref_mask", "iou")
 def _global_mean(accelerator: Accelerator, metrics: list[dict]) -> dict[str, float]:
     """Mean of each metric over micro-batches and processes (a metric missing from a batch,
     e.g. ``ref_mask`` without references, does not count there)."""
-    sums = torch.tensor([[sum(m.get(k, 0.0) for m in metrics), sum(k in m for m in metrics)]
-                         for k in METRIC_KEYS], dtype=torch.float64, device=accelerator.device)
+    sums = torch.tensor(
+        [[sum(m.get(k, 0.0) for m in metrics), sum(k in m for m in metrics)] for k in METRIC_KEYS],
+        dtype=torch.float64,
+        device=accelerator.device,
+    )
     if accelerator.num_processes > 1:
         sums = accelerator.reduce(sums, "sum")
     return {k: v / n for k, (v, n) in zip(METRIC_KEYS, sums.tolist(), strict=True) if n > 0}
@@ -154,8 +162,11 @@ class MetricsLog:
         self.path = path
         self.enabled = enabled
         if enabled and path.is_file():
-            kept = [line for line in path.read_text().splitlines()
-                    if line and json.loads(line)["step"] < start_step]
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line and json.loads(line)["step"] < start_step
+            ]
             path.write_text("".join(line + "\n" for line in kept))
         self.file = path.open("a") if enabled else None
 
@@ -176,8 +187,14 @@ def read_metrics(out: str | Path) -> list[dict]:
 
 def source_vocabulary(cfg: TrainConfig) -> list[str]:
     """Words of the synthetic sources, for a word tokenizer (models built from a config)."""
-    return sorted({w for s in cfg.data.sources if s.tabletop is not None
-                   for w in tabletop_vocabulary(TabletopConfig(**s.tabletop))})
+    return sorted(
+        {
+            w
+            for s in cfg.data.sources
+            if s.tabletop is not None
+            for w in tabletop_vocabulary(TabletopConfig(**s.tabletop))
+        }
+    )
 
 
 def prepare_model(cfg: TrainConfig) -> SegLLMModel:
@@ -194,9 +211,15 @@ def prepare_model(cfg: TrainConfig) -> SegLLMModel:
     return model
 
 
-def train_step(accelerator: Accelerator, module: nn.Module, optimizer: torch.optim.Optimizer,
-               params: list[nn.Parameter], batches: list[Batch], cfg: TrainConfig, step: int
-               ) -> tuple[bool, list[dict]]:
+def train_step(
+    accelerator: Accelerator,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: list[nn.Parameter],
+    batches: list[Batch],
+    cfg: TrainConfig,
+    step: int,
+) -> tuple[bool, list[dict]]:
     """One optimizer step on this process's micro-batches (forward, backward, gradient
     clipping, optimizer); False, with the weights unchanged, when any process saw a
     non-finite loss or gradient norm. Also what ``bench/train_step.py`` times."""
@@ -208,12 +231,16 @@ def train_step(accelerator: Accelerator, module: nn.Module, optimizer: torch.opt
                 metrics_list.append(metrics)
             else:
                 finite = False
-                log.error("step %d: non-finite loss %s on some process; step skipped, "
-                          "weights unchanged", step, metrics)
+                log.error(
+                    "step %d: non-finite loss %s on some process; step skipped, weights unchanged",
+                    step,
+                    metrics,
+                )
                 if accelerator.distributed_type == DistributedType.DEEPSPEED:
                     # DeepSpeed steps inside backward: stop before it can.
-                    raise NonFiniteLossError(f"non-finite loss at step {step}; the last "
-                                             "checkpoint is intact")
+                    raise NonFiniteLossError(
+                        f"non-finite loss at step {step}; the last checkpoint is intact"
+                    )
                 loss = loss * 0  # keeps every process's collectives in step; discarded
             accelerator.backward(loss)
     if finite:
@@ -229,12 +256,13 @@ def train_step(accelerator: Accelerator, module: nn.Module, optimizer: torch.opt
 
 
 def make_sampler(cfg: TrainConfig, model: SegLLMModel) -> MixtureSampler | TabletopStream:
-    skipped: Counter = Counter()                  # broken data of every source, counted
+    skipped: Counter = Counter()  # broken data of every source, counted
     sources = [Source(s, skipped) for s in cfg.data.sources]
     if cfg.data.stream:
         return TabletopStream(sources, cfg.seed)
-    return MixtureSampler(sources, cfg.data.mixing, cfg.seed, cfg.data.sample,
-                          model.config.reference_token_dropout)
+    return MixtureSampler(
+        sources, cfg.data.mixing, cfg.seed, cfg.data.sample, model.config.reference_token_dropout
+    )
 
 
 def earlier_stages(cfg: TrainConfig) -> list[dict]:
@@ -247,8 +275,7 @@ def _first_step(earlier: list[dict]) -> int:
     return earlier[-1]["step"] + 1 if earlier else 0
 
 
-def export(model: SegLLMModel, directory: Path, earlier: list[dict], records: list[dict]
-           ) -> None:
+def export(model: SegLLMModel, directory: Path, earlier: list[dict], records: list[dict]) -> None:
     """The model as a project checkpoint, with the training log of every stage so far (steps
     counted from the first stage's start)."""
     first, stage = _first_step(earlier), earlier[-1].get("stage", 0) + 1 if earlier else 0
@@ -263,10 +290,12 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMMod
     out = Path(out)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),      # CPU processes under torchrun: DDP over gloo
+        cpu=not torch.cuda.is_available(),  # CPU processes under torchrun: DDP over gloo
         gradient_accumulation_steps=cfg.optim.grad_accum,
         mixed_precision={"fp32": "no"}.get(cfg.precision, cfg.precision),
-        kwargs_handlers=[ddp], step_scheduler_with_optimizer=False)
+        kwargs_handlers=[ddp],
+        step_scheduler_with_optimizer=False,
+    )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(cfg.flush_denormal)
@@ -278,10 +307,13 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMMod
 
     model = prepare_model(cfg)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                  weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
-        s, cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.min_lr_ratio))
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.min_lr_ratio),
+    )
     sampler = make_sampler(cfg, model)
     module = TrainingModule(model, cfg.loss)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -307,25 +339,44 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMMod
 
     earlier = earlier_stages(cfg)
     bad_steps = 0
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
-               disable=not (progress and main), desc="train")
+    bar = tqdm(
+        range(start, cfg.max_steps),
+        initial=start,
+        total=cfg.max_steps,
+        disable=not (progress and main),
+        desc="train",
+    )
     for step in bar:
         t0 = time.perf_counter()
-        batches = [collate(sampler.next_batch(cfg.per_device_batch, accelerator.process_index,
-                                              accelerator.num_processes), model)
-                   for _ in range(cfg.optim.grad_accum)]
-        finite, step_metrics = train_step(accelerator, module, optimizer, params, batches, cfg,
-                                          step)
+        batches = [
+            collate(
+                sampler.next_batch(
+                    cfg.per_device_batch, accelerator.process_index, accelerator.num_processes
+                ),
+                model,
+            )
+            for _ in range(cfg.optim.grad_accum)
+        ]
+        finite, step_metrics = train_step(
+            accelerator, module, optimizer, params, batches, cfg, step
+        )
         bad_steps = 0 if finite else bad_steps + 1
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         record = _global_mean(accelerator, step_metrics)
-        record.update(step=step, lr=lr, skipped=not finite,
-                      step_s=time.perf_counter() - t0, bad_data=sum(sampler.skipped.values()))
+        record.update(
+            step=step,
+            lr=lr,
+            skipped=not finite,
+            step_s=time.perf_counter() - t0,
+            bad_data=sum(sampler.skipped.values()),
+        )
         metrics_log.write(record)
         if bad_steps >= cfg.max_bad_steps:
-            raise NonFiniteLossError(f"{bad_steps} consecutive non-finite steps (last: {step}); "
-                                     "stopping with the last good checkpoint")
+            raise NonFiniteLossError(
+                f"{bad_steps} consecutive non-finite steps (last: {step}); "
+                "stopping with the last good checkpoint"
+            )
         if writer is not None and (step + 1) % cfg.log_every == 0:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step":
@@ -336,8 +387,12 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> SegLLMMod
             _check_weights(model)
             checkpoints.save(accelerator, step + 1)
             if cfg.keep_exports and main:
-                export(model, out / "steps" / str(_first_step(earlier) + step + 1), earlier,
-                       read_metrics(out))
+                export(
+                    model,
+                    out / "steps" / str(_first_step(earlier) + step + 1),
+                    earlier,
+                    read_metrics(out),
+                )
     metrics_log.close()
     if writer is not None:
         writer.close()

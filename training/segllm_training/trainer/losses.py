@@ -11,8 +11,9 @@ from segllm_ros.model.losses import LossWeights
 from segllm_ros.model.segllm import SegLLMModel
 
 
-def forward_batch(model: SegLLMModel, batch: Batch, w: LossWeights
-                  ) -> tuple[torch.Tensor, dict[str, float]]:
+def forward_batch(
+    model: SegLLMModel, batch: Batch, w: LossWeights
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The weighted loss and, as floats, each term (``text``, ``mask``, ``iou_pred``,
     ``ref_mask`` when references were decoded), the decoded masks' mean IoU and the loss."""
     out = model(batch, w)

@@ -130,9 +130,7 @@ def is_coco_class(category: dict) -> bool:
     if category.get("synset") in _COCO_SYNSET_SET:
         return True
     names = [category["name"], *(category.get("synonyms") or [])]
-    return any(
-        readable(str(n)).lower().replace(" ", "_") in COCO_SYNSETS for n in names
-    )
+    return any(readable(str(n)).lower().replace(" ", "_") in COCO_SYNSETS for n in names)
 
 
 def _file_name(image: dict) -> str:
@@ -191,10 +189,12 @@ def read_coco(
             if not isinstance(seg, (list, dict)) or (isinstance(seg, dict) and "counts" not in seg):
                 raise SourceError(path, "segmentation must be polygons or RLE", where)
             image = images[ann["image_id"]]
-            if isinstance(seg, dict) and list(seg.get("size", [])) != [image.height,
-                                                                        image.width]:
-                raise SourceError(path, f"RLE size {seg.get('size')} is not the image's "
-                                        f"{[image.height, image.width]}", where)
+            if isinstance(seg, dict) and list(seg.get("size", [])) != [image.height, image.width]:
+                raise SourceError(
+                    path,
+                    f"RLE size {seg.get('size')} is not the image's {[image.height, image.width]}",
+                    where,
+                )
             box = xywh_to_xyxy(ann["bbox"], path, where)
         except SourceError as exc:
             bad.report(exc)
