@@ -71,6 +71,7 @@ from segllm_ros.engine.engine import (  # noqa: E402
     SegLLMEngine,
 )
 from segllm_ros.engine.history import Frame  # noqa: E402
+from segllm_ros.engine.references import format_reference  # noqa: E402
 from segllm_ros.model.segllm import WEIGHTS_NAME  # noqa: E402
 from segllm_ros.paths import default_model_path  # noqa: E402
 from segllm_ros.runtime.manifest import DeploymentError, file_sha256  # noqa: E402
@@ -96,7 +97,7 @@ class Turn:
 
 
 def _round_token(k: int) -> str:
-    return f"<the output of round {k}>"
+    return format_reference(k, "output")
 
 
 def script_conversation(names: list[str], rounds: int) -> list[Turn]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from segllm_ros.engine.references import DEFAULT_MAX_REFS
 from segllm_ros.model.family import load_pretrained
 from segllm_ros.runtime.manifest import (
     GRAPHS,
@@ -40,7 +41,10 @@ def _tensor_specs(values) -> list[TensorSpec]:
 
 
 def export_checkpoint(
-    checkpoint: str | Path, out: str | Path, precision: str = "fp32", max_refs: int = 4
+    checkpoint: str | Path,
+    out: str | Path,
+    precision: str = "fp32",
+    max_refs: int = DEFAULT_MAX_REFS,
 ) -> Manifest:
     """Write every graph of ``checkpoint`` to ``out`` and return the manifest written there."""
     from segllm_ros.export.graphs import graph_defs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from segllm_ros.engine.references import DEFAULT_MAX_REFS
 from segllm_ros.export import EXPORT_PRECISIONS, export_checkpoint
 from segllm_ros.paths import default_model_path
 
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-refs",
         type=int,
-        default=4,
+        default=DEFAULT_MAX_REFS,
         help="most earlier masks referenced in one round (engine max_refs)",
     )
     args = parser.parse_args(argv)

@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segllm_ros.engine.references import format_reference
 from segllm_ros.interface.mask_codec import mask_to_rle
 from segllm_training.relations import OVERLAP, SAME, positional_relation
 from segllm_training.tabletop import (
@@ -156,8 +157,8 @@ def verify_round(scene: Scene, rounds: list[Round], r: int) -> None:
     obj = scene.objects[rnd.target]
     twin = scene.twin_of(rnd.target)
     refs = {
-        "output": [f"<the output of round {k}>" for k in rnd.ref_rounds],
-        "instance": [f"<instance {k}>" for k in rnd.ref_rounds],
+        "output": [format_reference(k, "output") for k in rnd.ref_rounds],
+        "instance": [format_reference(k, "instance") for k in rnd.ref_rounds],
         "it": ["it"],
         "that": ["that"],
         "caption": [f"the {scene.objects[rounds[k - 1].target].name}" for k in rnd.ref_rounds],

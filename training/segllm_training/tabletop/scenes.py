@@ -58,6 +58,7 @@ from functools import cache
 import cv2
 import numpy as np
 
+from segllm_ros.engine.references import REFERENCE_FORMS, format_reference
 from segllm_training.relations import OVERLAP, RELATIONS, SAME, positional_relation
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
@@ -256,7 +257,11 @@ def vocabulary(cfg: TabletopConfig | None = None) -> list[str]:
         "the x that is not y",
         "x again",
         "it that",
-        *(f"<the output of round {k}> <instance {k}>" for k in range(1, cfg.max_rounds + 1)),
+        *(
+            format_reference(k, form)
+            for k in range(1, cfg.max_rounds + 1)
+            for form in REFERENCE_FORMS
+        ),
     ]
     words = {tok for text in texts for tok in tokenize(text)} - {"x", "y"}
     return sorted(words)
@@ -411,12 +416,7 @@ def _ref_text(
     if k == len(rounds):
         forms += ["it", "that"]
     form = forms[int(rng.integers(len(forms)))]
-    text = {
-        "output": f"<the output of round {k}>",
-        "instance": f"<instance {k}>",
-        "it": "it",
-        "that": "that",
-    }[form]
+    text = form if form in ("it", "that") else format_reference(k, form)
     return text, form
 
 
