@@ -19,13 +19,7 @@ from segllm_ros.engine.persistence import ConversationArchive
 from segllm_ros.engine.references import BadReferenceError
 from segllm_ros.engine.store import ConversationStore
 from segllm_ros.interface.mask_codec import mask_iou
-from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.tabletop import TabletopConfig, generate_dataset
-
-
-@pytest.fixture(scope="module")
-def model():
-    return SegLLMModel.from_pretrained(DEMO_MODEL)
 
 
 @pytest.fixture(scope="module")

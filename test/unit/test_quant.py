@@ -11,7 +11,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from helpers import DEMO_MODEL
 
 from segllm_ros.engine.engine import SegLLMEngine
 from segllm_ros.engine.history import Frame
@@ -19,11 +18,6 @@ from segllm_ros.interface.mask_codec import mask_iou
 from segllm_ros.model.quantize import group_size_for, quantize_llm, weight_nbytes
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.tabletop import TabletopConfig, generate_dataset
-
-
-@pytest.fixture(scope="module")
-def model():
-    return SegLLMModel.from_pretrained(DEMO_MODEL)
 
 
 @pytest.fixture(scope="module")

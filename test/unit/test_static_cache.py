@@ -13,16 +13,10 @@ from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
 from segllm_ros.engine.history import Frame
 from segllm_ros.engine.store import ConversationStore
 from segllm_ros.interface.mask_codec import mask_iou
-from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.runtime.registry import load_runtime
 from segllm_ros.runtime.static_cache import StaticCacheConfig
 from segllm_ros.runtime.torch_runtime import TorchRuntime
 from segllm_training.tabletop import TabletopConfig, generate_dataset
-
-
-@pytest.fixture(scope="module")
-def model():
-    return SegLLMModel.from_pretrained(DEMO_MODEL)
 
 
 @pytest.fixture(scope="module")
