@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import Log, Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -52,7 +56,7 @@ def image_msg(image: np.ndarray, stamp_ns: int | None = None, frame_id: str = "c
 class Operator(Node):
     """Camera + operator in one node: publishes frames, sends queries, collects results."""
 
-    def __init__(self, ns: str = NS) -> None:
+    def __init__(self, ns: str = NS, subscribe_mask: bool = True) -> None:
         super().__init__(f"operator_{uuid.uuid4().hex[:6]}")
         self.ns = ns
         self.image_pub = self.create_publisher(Image, f"{ns}/image", qos_profile_sensor_data)
@@ -67,7 +71,11 @@ class Operator(Node):
         self._cond = threading.Condition()
         self.result_sub = self.create_subscription(SegmentationResult, f"{ns}/result",
                                                    self._on_result, 2000)
-        self.create_subscription(Image, f"{ns}/mask", self.masks.append, 10)
+        self.mask_sub = (self.create_subscription(Image, f"{ns}/mask", self.masks.append, 10)
+                         if subscribe_mask else None)
+        self.change_state_client = self.create_client(ChangeState, f"{ns}/segllm/change_state")
+        self.get_state_client = self.create_client(GetState, f"{ns}/segllm/get_state")
+        self.set_params_client = self.create_client(SetParameters, f"{ns}/segllm/set_parameters")
         self.executor_ = MultiThreadedExecutor(num_threads=2)
         self.executor_.add_node(self)
         self._thread = threading.Thread(target=self.executor_.spin, daemon=True)
@@ -135,15 +143,42 @@ class Operator(Node):
     def ask(self, text: str, **kwargs) -> SegmentationResult:
         return self.wait_result(self.send(text, **kwargs))
 
+    def subscribe_mask(self) -> None:
+        self.mask_sub = self.create_subscription(Image, f"{self.ns}/mask", self.masks.append, 10)
+
     def reset(self, conversation: str = "") -> ResetConversation.Response:
-        future = self.reset_client.call_async(
-            ResetConversation.Request(conversation_id=conversation))
-        deadline = time.monotonic() + 30
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise TimeoutError("reset service did not answer")
-            time.sleep(0.01)
-        return future.result()
+        return wait_future(self.reset_client.call_async(
+            ResetConversation.Request(conversation_id=conversation)), timeout=30)
+
+    def transition(self, label: str) -> bool:
+        """Drive the node's lifecycle like a lifecycle manager: configure, activate, ..."""
+        if not self.change_state_client.wait_for_service(timeout_sec=60):
+            raise TimeoutError("no lifecycle change_state service")
+        transition_id = getattr(Transition, f"TRANSITION_{label.upper()}")
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        return wait_future(self.change_state_client.call_async(request), timeout=60).success
+
+    def lifecycle_state(self) -> str:
+        if not self.get_state_client.wait_for_service(timeout_sec=60):
+            raise TimeoutError("no lifecycle get_state service")
+        return wait_future(self.get_state_client.call_async(GetState.Request()),
+                           timeout=30).current_state.label
+
+    def set_parameter(self, name: str, value) -> tuple[bool, str]:
+        """``ros2 param set``: (successful, reason)."""
+        if isinstance(value, bool):
+            pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+        elif isinstance(value, int):
+            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+        elif isinstance(value, float):
+            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        if not self.set_params_client.wait_for_service(timeout_sec=30):
+            raise TimeoutError("no set_parameters service")
+        request = SetParameters.Request(parameters=[Parameter(name=name, value=pv)])
+        result = wait_future(self.set_params_client.call_async(request), timeout=30).results[0]
+        return result.successful, result.reason
 
     def close(self) -> None:
         self.executor_.shutdown()
@@ -157,6 +192,28 @@ def wait_future(future, timeout: float = 60.0):
             raise TimeoutError("future not done")
         time.sleep(0.01)
     return future.result()
+
+
+class Collector:
+    """Messages of one topic, gathered by a subscription of the operator node."""
+
+    def __init__(self, node: Node, msg_type, topic: str, depth: int = 100) -> None:
+        self.messages: list = []
+        self.sub = node.create_subscription(msg_type, topic, self.messages.append, depth)
+
+    def wait_for(self, predicate, timeout: float = 30.0):
+        """The first message that satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in list(self.messages):
+                if predicate(msg):
+                    return msg
+            time.sleep(0.05)
+        raise TimeoutError(f"no matching message on {self.sub.topic_name}")
+
+
+def rosout(node: Node) -> Collector:
+    return Collector(node, Log, "/rosout", 1000)
 
 
 def ensure_rclpy() -> None:

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-autostart", action="store_true",
                         help="stay unconfigured; drive the lifecycle from outside")
     args, _ = parser.parse_known_args(rclpy.utilities.remove_ros_args(argv)[1:])
-    node = None
+    node = executor = None
     try:
         rclpy.init(args=argv)
         from segllm_ros.node.segllm_node import SegLLMNode
@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_autostart:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise SystemExit("segllm_node: configure failed (see the error above)")
-            node.trigger_activate()
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                raise SystemExit("segllm_node: activate failed (see the error above)")
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
         if node is not None:
             if node.worker is not None:
                 node.worker.stop()

@@ -14,16 +14,20 @@ from typing import Any
 
 
 def start_node_process(model_path: Path | str, log_path: Path, env: dict[str, str] | None = None,
-                       namespace: str | None = None, **params: Any) -> subprocess.Popen:
+                       namespace: str | None = None, autostart: bool = True,
+                       **params: Any) -> subprocess.Popen:
     """``python -m segllm_ros.node --ros-args [-r __ns:=NS] -p model_path:=... -p k:=v ...``.
 
     The node gets its own session (only we signal it) and this checkout's ``segllm_ros`` on
-    its path. ``env`` must carry the ROS network variables (LOCALHOST, domain id)."""
+    its path. ``env`` must carry the ROS network variables (LOCALHOST, domain id).
+    ``autostart=False`` leaves the node unconfigured for a lifecycle manager to drive."""
     env = dict(os.environ if env is None else env)
     src_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, "-m", "segllm_ros.node", "--ros-args",
-           "-p", f"model_path:={model_path}"]
+    cmd = [sys.executable, "-m", "segllm_ros.node"]
+    if not autostart:
+        cmd.append("--no-autostart")
+    cmd += ["--ros-args", "-p", f"model_path:={model_path}"]
     if namespace:
         cmd += ["-r", f"__ns:={namespace}"]
     for name, value in params.items():

@@ -1,0 +1,133 @@
+"""The node under load and through its lifecycle, over real DDS, as its own process with the
+bundled demo model and a real demo frame (issue 16, defects 2 and 4)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import cv2
+import pytest
+import rclpy
+from rclpy.action.client import GoalStatus
+from ros_helpers import Operator, image_msg, wait_future
+from sensor_msgs.msg import Image
+
+from segllm_ros.action import Segment
+from segllm_ros.demo import load_demo_data
+from segllm_ros.msg import SegmentationQuery, SegmentationResult
+from segllm_ros.node.process import start_node_process as start_node
+from segllm_ros.node.process import stop_node_process as stop_node
+from segllm_ros.paths import default_model_path, find_share_file
+
+R = SegmentationResult
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def scene() -> dict:
+    """The first demo scene: its RGB frame and its first scripted query."""
+    return load_demo_data(find_share_file("data/demo"))[0]
+
+
+def _goal(conversation: str, text: str, image: Image | None = None) -> Segment.Goal:
+    query = SegmentationQuery(conversation_id=conversation, text=text)
+    if image is not None:
+        query.image_policy, query.image = SegmentationQuery.IMAGE_EMBEDDED, image
+    return Segment.Goal(query=query)
+
+
+def test_concurrent_goals_are_all_answered_and_services_stay_responsive(ros, scene, tmp_path):
+    """20 goals at once (the old node blocked one executor thread per goal and stalled from
+    the 5th on): the last 10 are cancelled while they wait, every goal gets its answer, and
+    the reset service answers within 0.5 s while the goals run. The first goal embeds the
+    frame at 12 MP, so decoding it keeps the worker busy while the cancels travel."""
+    ns = "/segllm_goals"
+    proc = start_node(default_model_path(), tmp_path / "node.log", namespace=ns,
+                      queue_size=32, max_image_age=0.0)
+    op = Operator(ns)
+    try:
+        op.wait_ready()
+        op.publish_image(image_msg(scene["rgb"]))
+        text = scene["conversation"]["rounds"][0]["query"]
+        assert op.ask(text, conversation="before").status == R.STATUS_OK
+        assert op.action.wait_for_server(timeout_sec=30)
+
+        big = image_msg(cv2.resize(scene["rgb"], (4000, 3000),
+                                   interpolation=cv2.INTER_NEAREST))
+        handles = [wait_future(op.action.send_goal_async(
+            _goal(f"g{i}", text, big if i == 0 else None))) for i in range(20)]
+        assert all(h.accepted for h in handles)
+        cancels = [h.cancel_goal_async() for h in handles[10:]]
+        start = time.monotonic()
+        reset = op.reset("before")
+        reset_s = time.monotonic() - start
+        results = [wait_future(h.get_result_async(), timeout=120) for h in handles]
+
+        assert reset.success and reset.cleared == 1
+        assert reset_s < 0.5, f"reset took {reset_s:.2f} s while goals ran"
+        canceling = [len(wait_future(c).goals_canceling) for c in cancels]
+        assert canceling == [1] * 10, canceling
+        done = [(r.status, r.result.result.status) for r in results[:10]]
+        assert done == [(GoalStatus.STATUS_SUCCEEDED, R.STATUS_OK)] * 10, done
+        cancelled = [(r.status, r.result.result.status) for r in results[10:]]
+        assert cancelled == [(GoalStatus.STATUS_CANCELED, R.STATUS_CANCELED)] * 10, cancelled
+        assert [r.result.result.conversation_id for r in results[:10]] == [
+            f"g{i}" for i in range(10)]
+    finally:
+        op.close()
+        assert stop_node(proc) == 0, (tmp_path / "node.log").read_text()[-3000:]
+
+
+def test_cleanup_transition_cycles_then_clean_exit_on_sigint(ros, scene, tmp_path):
+    """configure → activate → (query) → deactivate → cleanup, 20 times, driven over the
+    lifecycle services; then configure → activate, a last query and SIGINT: the node must
+    answer after every cycle and exit with code 0 within a few seconds. While it is inactive
+    goals are rejected, and after cleanup the reset service says it is not configured."""
+    ns = "/segllm_cycles"
+    log = tmp_path / "node.log"
+    proc = start_node(default_model_path(), log, namespace=ns, autostart=False)
+    op = Operator(ns)
+    frame = image_msg(scene["rgb"])
+    text = scene["conversation"]["rounds"][0]["query"]
+
+    def ask() -> SegmentationResult:
+        return op.ask(text, conversation="cycle", policy=SegmentationQuery.IMAGE_EMBEDDED,
+                      image=frame)
+
+    try:
+        assert op.lifecycle_state() == "unconfigured"
+        for cycle in range(20):
+            assert op.transition("configure") and op.transition("activate"), cycle
+            op.wait_ready()
+            r = ask()
+            assert (r.status, r.round_index) == (R.STATUS_OK, 1), (cycle, r.message)
+            assert op.transition("deactivate"), cycle
+            if cycle == 0:
+                assert op.action.wait_for_server(timeout_sec=30)
+                handle = wait_future(op.action.send_goal_async(_goal("inactive", text)))
+                assert not handle.accepted
+            assert op.transition("cleanup"), cycle
+            if cycle == 0:
+                reset = op.reset("")
+                assert not reset.success and "not configured" in reset.message
+        assert op.transition("configure") and op.transition("activate")
+        assert op.lifecycle_state() == "active"
+        assert ask().round_index == 1  # cleanup dropped the conversations of earlier cycles
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the node ignored SIGINT for 10 s")
+        assert code == 0, log.read_text()[-3000:]
+    finally:
+        op.close()
+        if proc.poll() is None:
+            stop_node(proc)
