@@ -5,6 +5,7 @@ eviction, TTL) also deletes its saved state, so state_dir holds exactly the live
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import rclpy
 from helpers import tiny_model
 from ros_helpers import Operator, image_msg
 
+from segllm_ros.msg import SegmentationQuery
 from segllm_ros.msg import SegmentationResult as R
 from segllm_ros.node.process import start_node_process, stop_node_process
 
@@ -46,9 +48,9 @@ def test_store_limits_and_state_dir_follow_the_parameters(ros, tmp_path):
     op = Operator(NS)
     try:
         op.wait_ready()
-        op.publish_image(
-            image_msg(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
-        )
+        # Each query carries its frame: the test is about the store, not best-effort camera QoS.
+        frame = image_msg(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        op.ask = partial(op.ask, policy=SegmentationQuery.IMAGE_EMBEDDED, image=frame)
         ok = (R.STATUS_OK, R.STATUS_NOT_FOUND)
         assert op.ask("the red circle", conversation="a").status in ok
         assert op.ask("the blue square", conversation="a").status in ok
