@@ -26,6 +26,10 @@ ARGUMENTS: dict[str, tuple[str | None, str]] = {
         "; empty: params_file's",
     ),
     "mode": ("", "cached or recompute; empty: params_file's"),
+    "llm_quant": ("", "torch: none, int8 or int4 weight-only LLM quantisation; empty: "
+                  "params_file's"),
+    "llm_graphs": ("", "torch: true for static KV slots replayed as CUDA graphs; empty: "
+                   "params_file's"),
     "image_transport": (
         "",
         "raw, or compressed to read <image_topic>/compressed; empty: params_file's",
@@ -42,10 +46,14 @@ OVERRIDES = (
     "device",
     "precision",
     "mode",
+    "llm_quant",
+    "llm_graphs",
     "image_transport",
     "use_sim_time",
 )
 """Launch arguments that set the node parameter of the same name, only when given."""
+
+BOOL_OVERRIDES = ("llm_graphs", "use_sim_time")
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 _BOOLS = {"true": True, "false": False}
@@ -64,7 +72,7 @@ def parameter_overrides(given: Mapping[str, str]) -> dict[str, str | bool]:
     for name in OVERRIDES:
         value = given.get(name, "")
         if value != "":
-            overrides[name] = _bool(name, value) if name == "use_sim_time" else value
+            overrides[name] = _bool(name, value) if name in BOOL_OVERRIDES else value
     return overrides
 
 

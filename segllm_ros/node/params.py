@@ -19,6 +19,10 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from segllm_ros.interface.image_codec import DEFAULT_MAX_PIXELS
+from segllm_ros.model.quantize import QUANT_SCHEMES
+from segllm_ros.runtime.registry import BACKENDS
+
 
 class Apply(Enum):
     RUNTIME = "runtime"
@@ -63,14 +67,18 @@ RUNTIME, STARTUP = Apply.RUNTIME, Apply.STARTUP
 @dataclass
 class NodeParams:
     model_path: str = _p("", "SegLLM checkpoint folder; empty = the bundled demo model")
-    backend: str = _p("torch", "inference runtime: torch, onnxruntime or tensorrt",
-                      choices=("torch", "onnxruntime", "tensorrt"))
+    backend: str = _p("torch", "inference runtime: " + ", ".join(sorted(BACKENDS)),
+                      choices=tuple(sorted(BACKENDS)))
     engine_dir: str = _p("", "ONNX export folder (python -m segllm_ros.export); TensorRT "
                              "engines are cached in its engines/; empty = <model_path>/onnx")
     device: str = _p("cpu", "torch device, e.g. cpu or cuda:0")
     precision: str = _p("fp32", "torch: fp32, fp16 or bf16; onnxruntime: the export's "
                                 "(fp32); tensorrt: fp32, fp16 or int8",
                         choices=("fp32", "fp16", "bf16", "int8"))
+    llm_quant: str = _p("none", "torch: weight-only quantisation of the LLM (torchao): none, "
+                                "int8 or int4", choices=QUANT_SCHEMES)
+    llm_graphs: bool = _p(False, "torch: static KV-cache slots per conversation, replayed as "
+                                 "CUDA graphs on a GPU")
     mode: str = _p("cached", "cached: KV cache + per-frame features; recompute: rebuild each round",
                    choices=("cached", "recompute"))
     generate_text: bool = _p(False, "generate the answer text with the LLM (else a fixed answer)")
@@ -82,8 +90,8 @@ class NodeParams:
     stamp_tolerance: float = _p(0.05, "seconds; IMAGE_BY_STAMP accepts the closest frame "
                                       "within this", RUNTIME, 0.0, 60.0)
     frame_buffer_size: int = _p(30, "frames kept for IMAGE_BY_STAMP", low=1, high=1000)
-    max_image_pixels: int = _p(4096 * 4096, "larger images are refused as BAD_IMAGE", RUNTIME,
-                               1, 2**31 - 1)
+    max_image_pixels: int = _p(DEFAULT_MAX_PIXELS, "larger images are refused as BAD_IMAGE",
+                               RUNTIME, 1, 2**31 - 1)
     queue_size: int = _p(8, "queries waiting for the model; more are rejected (QUEUE_FULL)",
                          low=1, high=10000)
     max_query_chars: int = _p(1000, "longer query texts are refused (BAD_QUERY)", RUNTIME,

@@ -106,7 +106,8 @@ class SegLLMNode(LifecycleNode):
                                  mask_threshold=p.mask_threshold,
                                  max_conversations=p.max_conversations,
                                  max_rounds=p.max_rounds, ttl_s=p.conversation_ttl,
-                                 state_dir=p.state_dir)
+                                 state_dir=p.state_dir, llm_quant=p.llm_quant,
+                                 llm_graphs=p.llm_graphs)
         except Exception as exc:
             self.get_logger().error(f"cannot load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -174,9 +175,11 @@ class SegLLMNode(LifecycleNode):
         if not changed:
             return
         self.params = replace(self.params, **changed)
-        worker = self.worker
+        worker, frames = self.worker, self.frames
         if worker is not None:
             worker.config = _worker_config(self.params)
+        if frames is not None:
+            frames.max_pixels = self.params.max_image_pixels
         self.get_logger().info(f"parameters set: {changed}")
 
     # ------------------------------------------------------------ interfaces

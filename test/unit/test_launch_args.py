@@ -59,3 +59,11 @@ def test_arguments_name_real_parameters():
     assert set(OVERRIDES) <= set(ARGUMENTS)
     node_params = {name for name, *_ in NodeParams.describe()}
     assert set(OVERRIDES) - {"use_sim_time"} <= node_params  # use_sim_time: every ROS node's
+
+
+def test_llm_options_are_overrides_only_when_given():
+    assert parameter_overrides({"llm_graphs": "true", "llm_quant": "int8"}) == {
+        "llm_graphs": True,
+        "llm_quant": "int8",
+    }
+    assert "llm_quant" not in parameter_overrides({"llm_quant": ""})
