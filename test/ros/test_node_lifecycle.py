@@ -15,7 +15,7 @@ from ros_helpers import Operator, image_msg, wait_future
 from sensor_msgs.msg import Image
 
 from segllm_ros.action import Segment
-from segllm_ros.demo import load_demo_data
+from segllm_ros.demo.scenes import load_demo_data
 from segllm_ros.msg import SegmentationQuery, SegmentationResult
 from segllm_ros.node.process import start_node_process as start_node
 from segllm_ros.node.process import stop_node_process as stop_node
