@@ -26,10 +26,14 @@ ARGUMENTS: dict[str, tuple[str | None, str]] = {
         "; empty: params_file's",
     ),
     "mode": ("", "cached or recompute; empty: params_file's"),
-    "llm_quant": ("", "torch: none, int8 or int4 weight-only LLM quantisation; empty: "
-                  "params_file's"),
-    "llm_graphs": ("", "torch: true for static KV slots replayed as CUDA graphs; empty: "
-                   "params_file's"),
+    "llm_quant": (
+        "",
+        "torch: none, int8 or int4 weight-only LLM quantisation; empty: params_file's",
+    ),
+    "llm_graphs": (
+        "",
+        "torch: true for static KV slots replayed as CUDA graphs; empty: params_file's",
+    ),
     "image_transport": (
         "",
         "raw, or compressed to read <image_topic>/compressed; empty: params_file's",

@@ -45,8 +45,9 @@ def ns_time(ns: int) -> Time:
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
-def image_msg(image: np.ndarray, stamp_ns: int | None = None, frame_id: str = "camera",
-              encoding: str = "rgb8") -> Image:
+def image_msg(
+    image: np.ndarray, stamp_ns: int | None = None, frame_id: str = "camera", encoding: str = "rgb8"
+) -> Image:
     msg = fill_image_msg(Image(), image, encoding)
     msg.header.stamp = ns_time(time.time_ns() if stamp_ns is None else stamp_ns)
     msg.header.frame_id = frame_id
@@ -69,10 +70,14 @@ class Operator(Node):
         self.masks: list[Image] = []
         self.overlays: list[Image] = []
         self._cond = threading.Condition()
-        self.result_sub = self.create_subscription(SegmentationResult, f"{ns}/result",
-                                                   self._on_result, 2000)
-        self.mask_sub = (self.create_subscription(Image, f"{ns}/mask", self.masks.append, 10)
-                         if subscribe_mask else None)
+        self.result_sub = self.create_subscription(
+            SegmentationResult, f"{ns}/result", self._on_result, 2000
+        )
+        self.mask_sub = (
+            self.create_subscription(Image, f"{ns}/mask", self.masks.append, 10)
+            if subscribe_mask
+            else None
+        )
         self.change_state_client = self.create_client(ChangeState, f"{ns}/segllm/change_state")
         self.get_state_client = self.create_client(GetState, f"{ns}/segllm/get_state")
         self.set_params_client = self.create_client(SetParameters, f"{ns}/segllm/set_parameters")
@@ -98,9 +103,11 @@ class Operator(Node):
         deadline = time.monotonic() + timeout
         if not self.reset_client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError("the segllm node did not come up")
-        while (self.query_pub.get_subscription_count() == 0
-               or image_pub.get_subscription_count() == 0
-               or self.result_sub.get_publisher_count() == 0):
+        while (
+            self.query_pub.get_subscription_count() == 0
+            or image_pub.get_subscription_count() == 0
+            or self.result_sub.get_publisher_count() == 0
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError("the segllm node is not matched on query/image/result")
             time.sleep(0.05)
@@ -109,10 +116,12 @@ class Operator(Node):
         """Until discovery has dropped a stopped node's endpoints, so that a following
         ``wait_ready`` is answered by the node started next and not by the one before it."""
         deadline = time.monotonic() + timeout
-        while (self.reset_client.service_is_ready()
-               or self.query_pub.get_subscription_count() > 0
-               or self.image_pub.get_subscription_count() > 0
-               or self.result_sub.get_publisher_count() > 0):
+        while (
+            self.reset_client.service_is_ready()
+            or self.query_pub.get_subscription_count() > 0
+            or self.image_pub.get_subscription_count() > 0
+            or self.result_sub.get_publisher_count() > 0
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError("the stopped segllm node is still discovered")
             time.sleep(0.05)
@@ -124,11 +133,25 @@ class Operator(Node):
             time.sleep(0.05)
         time.sleep(settle)
 
-    def send(self, text: str, conversation: str = "c", refs=(), policy: int = 0,
-             image: Image | None = None, stamp_ns: int = 0, reset_before: bool = False) -> str:
-        q = SegmentationQuery(conversation_id=conversation, request_id=uuid.uuid4().hex,
-                              text=text, ref_rounds=list(refs), image_policy=policy,
-                              image_stamp=ns_time(stamp_ns), reset_before=reset_before)
+    def send(
+        self,
+        text: str,
+        conversation: str = "c",
+        refs=(),
+        policy: int = 0,
+        image: Image | None = None,
+        stamp_ns: int = 0,
+        reset_before: bool = False,
+    ) -> str:
+        q = SegmentationQuery(
+            conversation_id=conversation,
+            request_id=uuid.uuid4().hex,
+            text=text,
+            ref_rounds=list(refs),
+            image_policy=policy,
+            image_stamp=ns_time(stamp_ns),
+            reset_before=reset_before,
+        )
         if image is not None:
             q.image = image
         self.query_pub.publish(q)
@@ -147,8 +170,10 @@ class Operator(Node):
         self.mask_sub = self.create_subscription(Image, f"{self.ns}/mask", self.masks.append, 10)
 
     def reset(self, conversation: str = "") -> ResetConversation.Response:
-        return wait_future(self.reset_client.call_async(
-            ResetConversation.Request(conversation_id=conversation)), timeout=30)
+        return wait_future(
+            self.reset_client.call_async(ResetConversation.Request(conversation_id=conversation)),
+            timeout=30,
+        )
 
     def transition(self, label: str) -> bool:
         """Drive the node's lifecycle like a lifecycle manager: configure, activate, ..."""
@@ -161,8 +186,9 @@ class Operator(Node):
     def lifecycle_state(self) -> str:
         if not self.get_state_client.wait_for_service(timeout_sec=60):
             raise TimeoutError("no lifecycle get_state service")
-        return wait_future(self.get_state_client.call_async(GetState.Request()),
-                           timeout=30).current_state.label
+        return wait_future(
+            self.get_state_client.call_async(GetState.Request()), timeout=30
+        ).current_state.label
 
     def set_parameter(self, name: str, value) -> tuple[bool, str]:
         """``ros2 param set``: (successful, reason)."""

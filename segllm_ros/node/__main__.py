@@ -13,8 +13,11 @@ from rclpy.lifecycle import TransitionCallbackReturn
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(prog="segllm_node", description=__doc__)
-    parser.add_argument("--no-autostart", action="store_true",
-                        help="stay unconfigured; drive the lifecycle from outside")
+    parser.add_argument(
+        "--no-autostart",
+        action="store_true",
+        help="stay unconfigured; drive the lifecycle from outside",
+    )
     args, _ = parser.parse_known_args(rclpy.utilities.remove_ros_args(argv)[1:])
     node = executor = None
     try:

@@ -26,18 +26,29 @@ from segllm_ros.msg import SegmentationQuery, SegmentationResult
 class SegmentAction:
     """Wires the action server to the worker the node currently has (None = not active)."""
 
-    def __init__(self, node: Node, worker: Callable[[], QueryWorker | None],
-                 to_query: Callable[[SegmentationQuery], Query],
-                 to_result: Callable[[Outcome], SegmentationResult],
-                 publish: Callable[[Outcome], None], group: CallbackGroup) -> None:
+    def __init__(
+        self,
+        node: Node,
+        worker: Callable[[], QueryWorker | None],
+        to_query: Callable[[SegmentationQuery], Query],
+        to_result: Callable[[Outcome], SegmentationResult],
+        publish: Callable[[Outcome], None],
+        group: CallbackGroup,
+    ) -> None:
         self._worker, self._to_query, self._to_result = worker, to_query, to_result
         self._publish = publish
         self._jobs: dict[bytes, Job] = {}
         self._lock = threading.Lock()
         self.server = ActionServer(
-            node, Segment, "segment", execute_callback=self._no_execute,
-            goal_callback=self._on_goal, handle_accepted_callback=self._on_accepted,
-            cancel_callback=self._on_cancel, callback_group=group)
+            node,
+            Segment,
+            "segment",
+            execute_callback=self._no_execute,
+            goal_callback=self._on_goal,
+            handle_accepted_callback=self._on_accepted,
+            cancel_callback=self._on_cancel,
+            callback_group=group,
+        )
 
     def _on_goal(self, _goal: Segment.Goal) -> GoalResponse:
         """Refuse at once what cannot be served: the node is not active or the queue is full."""
@@ -51,8 +62,9 @@ class SegmentAction:
         start = time.perf_counter()
 
         def on_stage(stage: str) -> None:
-            goal_handle.publish_feedback(Segment.Feedback(
-                stage=stage, elapsed_ms=(time.perf_counter() - start) * 1e3))
+            goal_handle.publish_feedback(
+                Segment.Feedback(stage=stage, elapsed_ms=(time.perf_counter() - start) * 1e3)
+            )
 
         def on_done(outcome: Outcome) -> None:
             with self._lock:

@@ -77,9 +77,13 @@ def diagnostic_array(name: str, health: Health, stamp: Time) -> DiagnosticArray:
         "rss_mb": f"{rss_mb():.1f}",
     }
     values.update(_cuda_memory(health.device))
-    status = DiagnosticStatus(level=level, name=name, message=message,
-                              hardware_id=health.device,
-                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    status = DiagnosticStatus(
+        level=level,
+        name=name,
+        message=message,
+        hardware_id=health.device,
+        values=[KeyValue(key=k, value=v) for k, v in values.items()],
+    )
     return DiagnosticArray(header=Header(stamp=stamp), status=[status])
 
 
@@ -87,7 +91,10 @@ def _cuda_memory(device: str) -> dict[str, str]:
     if not device.startswith("cuda"):
         return {}
     import torch
+
     if not torch.cuda.is_available():
         return {}
-    return {"cuda_allocated_mb": f"{torch.cuda.memory_allocated(device) / 2**20:.1f}",
-            "cuda_reserved_mb": f"{torch.cuda.memory_reserved(device) / 2**20:.1f}"}
+    return {
+        "cuda_allocated_mb": f"{torch.cuda.memory_allocated(device) / 2**20:.1f}",
+        "cuda_reserved_mb": f"{torch.cuda.memory_reserved(device) / 2**20:.1f}",
+    }

@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 
-def start_node_process(model_path: Path | str, log_path: Path, env: dict[str, str] | None = None,
-                       namespace: str | None = None, autostart: bool = True,
-                       **params: Any) -> subprocess.Popen:
+def start_node_process(
+    model_path: Path | str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    namespace: str | None = None,
+    autostart: bool = True,
+    **params: Any,
+) -> subprocess.Popen:
     """``python -m segllm_ros.node --ros-args [-r __ns:=NS] -p model_path:=... -p k:=v ...``.
 
     The node gets its own session (only we signal it) and this checkout's ``segllm_ros`` on
@@ -33,8 +38,9 @@ def start_node_process(model_path: Path | str, log_path: Path, env: dict[str, st
     for name, value in params.items():
         cmd += ["-p", f"{name}:={value}"]
     with open(log_path, "wb") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
 
 def stop_node_process(proc: subprocess.Popen) -> int | None:

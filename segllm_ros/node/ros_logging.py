@@ -8,9 +8,13 @@ import logging
 from rclpy.impl.rcutils_logger import RcutilsLogger
 from rclpy.logging import LoggingSeverity
 
-_SEVERITY = {logging.DEBUG: LoggingSeverity.DEBUG, logging.INFO: LoggingSeverity.INFO,
-             logging.WARNING: LoggingSeverity.WARN, logging.ERROR: LoggingSeverity.ERROR,
-             logging.CRITICAL: LoggingSeverity.FATAL}
+_SEVERITY = {
+    logging.DEBUG: LoggingSeverity.DEBUG,
+    logging.INFO: LoggingSeverity.INFO,
+    logging.WARNING: LoggingSeverity.WARN,
+    logging.ERROR: LoggingSeverity.ERROR,
+    logging.CRITICAL: LoggingSeverity.FATAL,
+}
 
 
 class RosLogHandler(logging.Handler):
@@ -35,6 +39,7 @@ def forward_python_logs(ros_logger: RcutilsLogger, package: str = "segllm_ros") 
     py_logger = logging.getLogger(package)
     py_logger.addHandler(handler)
     level = int(ros_logger.get_effective_level())
-    py_logger.setLevel(next((py for py, ros in _SEVERITY.items() if int(ros) >= level),
-                            logging.INFO))
+    py_logger.setLevel(
+        next((py for py, ros in _SEVERITY.items() if int(ros) >= level), logging.INFO)
+    )
     return handler

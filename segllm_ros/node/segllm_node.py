@@ -54,15 +54,20 @@ def _ns_to_time(ns: int) -> Time:
 
 
 def _worker_config(p: NodeParams) -> WorkerConfig:
-    return WorkerConfig(queue_size=p.queue_size, max_query_chars=p.max_query_chars,
-                        max_image_age_s=p.max_image_age, stamp_tolerance_s=p.stamp_tolerance,
-                        max_image_pixels=p.max_image_pixels)
+    return WorkerConfig(
+        queue_size=p.queue_size,
+        max_query_chars=p.max_query_chars,
+        max_image_age_s=p.max_image_age,
+        stamp_tolerance_s=p.stamp_tolerance,
+        max_image_pixels=p.max_image_pixels,
+    )
 
 
 def _free_accelerator_memory() -> None:
     """Return the dropped model's cached CUDA blocks to the driver (no-op on CPU)."""
     gc.collect()
     import torch
+
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -83,12 +88,16 @@ class SegLLMNode(LifecycleNode):
         self._has_interfaces = False
         # From the start, so that a node that fails to configure is seen too.
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(
+            DIAGNOSTICS_PERIOD_S,
+            self._publish_diagnostics,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
 
     def _read_params(self) -> NodeParams:
-        return NodeParams(**{name: self.get_parameter(name).value
-                             for name, *_ in NodeParams.describe()})
+        return NodeParams(
+            **{name: self.get_parameter(name).value for name, *_ in NodeParams.describe()}
+        )
 
     @property
     def lifecycle_state(self) -> str:
@@ -99,29 +108,43 @@ class SegLLMNode(LifecycleNode):
         p = self._read_params()
         self.params = p
         try:
-            engine = load_engine(p.model_path or str(default_model_path()), device=p.device,
-                                 backend=p.backend, precision=p.precision,
-                                 engine_dir=p.engine_dir, mode=p.mode,
-                                 generate_text=p.generate_text,
-                                 mask_threshold=p.mask_threshold,
-                                 max_conversations=p.max_conversations,
-                                 max_rounds=p.max_rounds, ttl_s=p.conversation_ttl,
-                                 state_dir=p.state_dir, llm_quant=p.llm_quant,
-                                 llm_graphs=p.llm_graphs)
+            engine = load_engine(
+                p.model_path or str(default_model_path()),
+                device=p.device,
+                backend=p.backend,
+                precision=p.precision,
+                engine_dir=p.engine_dir,
+                mode=p.mode,
+                generate_text=p.generate_text,
+                mask_threshold=p.mask_threshold,
+                max_conversations=p.max_conversations,
+                max_rounds=p.max_rounds,
+                ttl_s=p.conversation_ttl,
+                state_dir=p.state_dir,
+                llm_quant=p.llm_quant,
+                llm_graphs=p.llm_graphs,
+            )
         except Exception as exc:
             self.get_logger().error(f"cannot load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
         if p.state_dir:
-            self.get_logger().info(f"restored {len(engine.store)} conversation(s) from "
-                                   f"{p.state_dir}")
+            self.get_logger().info(
+                f"restored {len(engine.store)} conversation(s) from {p.state_dir}"
+            )
         self.frames = FrameBuffer(p.frame_buffer_size, max_pixels=p.max_image_pixels)
-        self.worker = QueryWorker(engine, self.frames, _worker_config(p),
-                                  now_ns=lambda: self.get_clock().now().nanoseconds)
+        self.worker = QueryWorker(
+            engine,
+            self.frames,
+            _worker_config(p),
+            now_ns=lambda: self.get_clock().now().nanoseconds,
+        )
         if not self._has_interfaces:  # once: later transitions never destroy entities
             self._create_interfaces(p)
             self._has_interfaces = True
-        self.get_logger().info(f"configured: model {engine.runtime.config.llm.get('model_type')} "
-                               f"({p.backend}, {p.device}, {p.mode})")
+        self.get_logger().info(
+            f"configured: model {engine.runtime.config.llm.get('model_type')} "
+            f"({p.backend}, {p.device}, {p.mode})"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -154,6 +177,7 @@ class SegLLMNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         import logging
+
         logging.getLogger("segllm_ros").removeHandler(self._log_handler)
         super().destroy_node()
 
@@ -185,9 +209,12 @@ class SegLLMNode(LifecycleNode):
     # ------------------------------------------------------------ interfaces
     def _create_interfaces(self, p: NodeParams) -> None:
         if p.image_transport == "compressed":
-            self.create_subscription(CompressedImage, "image/compressed",
-                                     lambda msg: self._on_image(msg, compressed=True),
-                                     qos_profile_sensor_data)
+            self.create_subscription(
+                CompressedImage,
+                "image/compressed",
+                lambda msg: self._on_image(msg, compressed=True),
+                qos_profile_sensor_data,
+            )
         else:
             self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
         self.create_subscription(SegmentationQuery, "query", self._on_query, QUERY_DEPTH)
@@ -196,31 +223,43 @@ class SegLLMNode(LifecycleNode):
         self.result_pub = self.create_lifecycle_publisher(SegmentationResult, "result", 10)
         self.mask_pub = self.create_lifecycle_publisher(Image, "mask", 10)
         self.overlay_pub = self.create_lifecycle_publisher(Image, "overlay", 10)
-        self.action = SegmentAction(self, lambda: self.worker if self._active else None,
-                                    self._query_from_msg, self._result_msg, self._publish,
-                                    ReentrantCallbackGroup())
+        self.action = SegmentAction(
+            self,
+            lambda: self.worker if self._active else None,
+            self._query_from_msg,
+            self._result_msg,
+            self._publish,
+            ReentrantCallbackGroup(),
+        )
 
     def _publish_diagnostics(self) -> None:
         worker, p = self.worker, self.params
-        health = Health(lifecycle_state=self.lifecycle_state, backend=p.backend,
-                        device=p.device, queue_depth=worker.pending if worker else 0,
-                        queue_size=worker.config.queue_size if worker else 0,
-                        latency=self.latency)
+        health = Health(
+            lifecycle_state=self.lifecycle_state,
+            backend=p.backend,
+            device=p.device,
+            queue_depth=worker.pending if worker else 0,
+            queue_size=worker.config.queue_size if worker else 0,
+            latency=self.latency,
+        )
         name = f"{self.get_fully_qualified_name()}: segmentation"
-        self.diagnostics_pub.publish(diagnostic_array(name, health,
-                                                      self.get_clock().now().to_msg()))
+        self.diagnostics_pub.publish(
+            diagnostic_array(name, health, self.get_clock().now().to_msg())
+        )
 
     # -------------------------------------------------------------- callbacks
     def _query_from_msg(self, msg: SegmentationQuery) -> Query:
         """An empty conversation id means the default conversation (the query_text one)."""
-        return Query(conversation_id=msg.conversation_id or self.params.default_conversation,
-                     request_id=msg.request_id
-                     or uuid.uuid4().hex[:12], text=msg.text,
-                     ref_rounds=[int(r) for r in msg.ref_rounds],
-                     image_policy=int(msg.image_policy),
-                     image_stamp_ns=stamp_to_ns(msg.image_stamp),
-                     image=msg.image if msg.image_policy == SegmentationQuery.IMAGE_EMBEDDED
-                     else None, reset_before=msg.reset_before)
+        return Query(
+            conversation_id=msg.conversation_id or self.params.default_conversation,
+            request_id=msg.request_id or uuid.uuid4().hex[:12],
+            text=msg.text,
+            ref_rounds=[int(r) for r in msg.ref_rounds],
+            image_policy=int(msg.image_policy),
+            image_stamp_ns=stamp_to_ns(msg.image_stamp),
+            image=msg.image if msg.image_policy == SegmentationQuery.IMAGE_EMBEDDED else None,
+            reset_before=msg.reset_before,
+        )
 
     def _on_image(self, msg: Image | CompressedImage, compressed: bool = False) -> None:
         if self._active:
@@ -228,8 +267,9 @@ class SegLLMNode(LifecycleNode):
 
     def _submit(self, query: Query) -> None:
         if not self._active:  # the result publisher is inactive: nobody could be answered
-            self.get_logger().warning("query dropped: the node is not active",
-                                      throttle_duration_sec=5.0)
+            self.get_logger().warning(
+                "query dropped: the node is not active", throttle_duration_sec=5.0
+            )
             return
         self.worker.submit(Job(query, self._publish))
 
@@ -242,8 +282,9 @@ class SegLLMNode(LifecycleNode):
     def _on_reset(self, request, response):
         if self.worker is None:
             response.success, response.cleared = False, 0
-            response.message = f"the node is not configured (lifecycle state: " \
-                               f"{self.lifecycle_state})"
+            response.message = (
+                f"the node is not configured (lifecycle state: {self.lifecycle_state})"
+            )
             return response
         engine = self.worker.engine
         cid = request.conversation_id
@@ -260,8 +301,7 @@ class SegLLMNode(LifecycleNode):
     def _result_msg(self, o: Outcome) -> SegmentationResult:
         msg = SegmentationResult()
         q, r = o.query, o.result
-        msg.conversation_id, msg.request_id, msg.query = (q.conversation_id, q.request_id,
-                                                          q.text)
+        msg.conversation_id, msg.request_id, msg.query = (q.conversation_id, q.request_id, q.text)
         msg.status, msg.message = int(o.status), o.message
         msg.latency_ms, msg.queue_ms, msg.model_ms = o.latency_ms, o.queue_ms, o.model_ms
         if o.frame is not None:

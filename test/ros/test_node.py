@@ -72,8 +72,7 @@ def test_rounds_header_mask_and_box(op):
     src = image_msg(frame(1), frame_id="cam_optical")
     op.publish_image(src)
     first = op.ask("the red circle", conversation="basic")
-    second = op.ask("the blue square to the left of <the output of round 1>",
-                    conversation="basic")
+    second = op.ask("the blue square to the left of <the output of round 1>", conversation="basic")
     third = op.ask("it again", conversation="basic")
     for i, r in enumerate((first, second, third), start=1):
         assert r.status in (R.STATUS_OK, R.STATUS_NOT_FOUND), r.message
@@ -109,12 +108,14 @@ def test_result_uses_the_frame_actually_segmented(op):
             break
     assert headers[-1] == new.header, [h.frame_id for h in headers]
     assert all(h in (old.header, new.header) for h in headers)
-    by_stamp = op.ask("the red circle", conversation="frames-2",
-                      policy=SegmentationQuery.IMAGE_BY_STAMP,
-                      stamp_ns=old.header.stamp.sec * 10**9 + old.header.stamp.nanosec)
+    by_stamp = op.ask(
+        "the red circle",
+        conversation="frames-2",
+        policy=SegmentationQuery.IMAGE_BY_STAMP,
+        stamp_ns=old.header.stamp.sec * 10**9 + old.header.stamp.nanosec,
+    )
     assert by_stamp.header == old.header
-    pinned = op.ask("it again", conversation="frames-2",
-                    policy=SegmentationQuery.IMAGE_PINNED)
+    pinned = op.ask("it again", conversation="frames-2", policy=SegmentationQuery.IMAGE_PINNED)
     assert pinned.header == old.header and pinned.round_index == 2
 
 
@@ -158,8 +159,11 @@ def test_action_succeeds_with_feedback(op):
     assert op.action.wait_for_server(timeout_sec=30)
     stages: list[str] = []
     goal = Segment.Goal(query=SegmentationQuery(conversation_id="action", text="the red circle"))
-    handle = wait_future(op.action.send_goal_async(
-        goal, feedback_callback=lambda fb: stages.append(fb.feedback.stage)))
+    handle = wait_future(
+        op.action.send_goal_async(
+            goal, feedback_callback=lambda fb: stages.append(fb.feedback.stage)
+        )
+    )
     assert handle.accepted
     response = wait_future(handle.get_result_async())
     assert response.status == GoalStatus.STATUS_SUCCEEDED
@@ -177,9 +181,14 @@ def test_action_can_be_cancelled(op):
     busy for hundreds of ms, and a cancel wins until the round is recorded, so the round
     stops and leaves nothing behind in the conversation."""
     big = image_msg(np.zeros((3000, 4000, 3), np.uint8))
-    goal = Segment.Goal(query=SegmentationQuery(
-        conversation_id="cancel-me", text="the red circle",
-        image_policy=SegmentationQuery.IMAGE_EMBEDDED, image=big))
+    goal = Segment.Goal(
+        query=SegmentationQuery(
+            conversation_id="cancel-me",
+            text="the red circle",
+            image_policy=SegmentationQuery.IMAGE_EMBEDDED,
+            image=big,
+        )
+    )
     handle = wait_future(op.action.send_goal_async(goal))
     wait_future(handle.cancel_goal_async())
     response = wait_future(handle.get_result_async())
@@ -198,15 +207,22 @@ def _bad_image(encoding="rgb8", height=H, width=W, step=None, data=None) -> Imag
     return msg
 
 
-@pytest.mark.parametrize("bad, words", [
-    (dict(encoding="yuv422"), "unsupported encoding"),
-    (dict(data=bytes(100)), "expected step*height"),
-    (dict(height=0), "height"),
-    (dict(height=100000, width=100000, data=bytes(10)), "exceeds max_pixels"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (dict(encoding="yuv422"), "unsupported encoding"),
+        (dict(data=bytes(100)), "expected step*height"),
+        (dict(height=0), "height"),
+        (dict(height=100000, width=100000, data=bytes(10)), "exceeds max_pixels"),
+    ],
+)
 def test_bad_images_are_refused_and_the_node_keeps_serving(op, bad, words):
-    embedded = op.ask("the red circle", conversation="bad",
-                      policy=SegmentationQuery.IMAGE_EMBEDDED, image=_bad_image(**bad))
+    embedded = op.ask(
+        "the red circle",
+        conversation="bad",
+        policy=SegmentationQuery.IMAGE_EMBEDDED,
+        image=_bad_image(**bad),
+    )
     assert embedded.status == R.STATUS_BAD_IMAGE and words in embedded.message
     op.publish_image(_bad_image(**bad))
     on_topic = op.ask("the red circle", conversation="bad")
@@ -226,8 +242,9 @@ def test_stale_frame_is_refused(op):
     assert r.status == R.STATUS_IMAGE_TOO_OLD and "max_image_age" in r.message
 
 
-@pytest.mark.parametrize("text, words", [("", "empty"), ("   ", "empty"),
-                                         ("x" * 100_000, "max_query_chars")])
+@pytest.mark.parametrize(
+    "text, words", [("", "empty"), ("   ", "empty"), ("x" * 100_000, "max_query_chars")]
+)
 def test_bad_text_is_refused(op, text, words):
     r = op.ask(text, conversation="text")
     assert r.status == R.STATUS_BAD_QUERY and words in r.message
@@ -254,14 +271,20 @@ def test_a_burst_of_1000_queries_is_bounded(op, node):
     statuses = [r.status for r in results]
     rejected = [r for r in results if r.status == R.STATUS_QUEUE_FULL]
     assert rejected and "queue is full" in rejected[0].message
-    assert set(statuses) <= {R.STATUS_OK, R.STATUS_NOT_FOUND, R.STATUS_QUEUE_FULL,
-                             R.STATUS_IMAGE_TOO_OLD}
+    assert set(statuses) <= {
+        R.STATUS_OK,
+        R.STATUS_NOT_FOUND,
+        R.STATUS_QUEUE_FULL,
+        R.STATUS_IMAGE_TOO_OLD,
+    }
     assert len(rejected) > 500
     growth = rss_mb(node.pid) - rss_before
     assert growth < 100, f"node memory grew by {growth:.0f} MB"
     op.publish_image(image_msg(frame(14)))
     assert op.ask("the red circle", conversation="after-flood").status in (
-        R.STATUS_OK, R.STATUS_NOT_FOUND)
+        R.STATUS_OK,
+        R.STATUS_NOT_FOUND,
+    )
 
 
 def test_overlay_only_while_subscribed(op):
@@ -279,8 +302,9 @@ def test_overlay_only_while_subscribed(op):
 def test_restart_with_state_dir_continues_the_conversation(ros, checkpoint, tmp_path):
     state = tmp_path / "state"
     ns = "/segllm_restart"
-    first = start_node(checkpoint, tmp_path / "a.log", namespace=ns, state_dir=str(state),
-                       max_image_age=0.0)
+    first = start_node(
+        checkpoint, tmp_path / "a.log", namespace=ns, state_dir=str(state), max_image_age=0.0
+    )
     operator = Operator(ns)
     try:
         operator.wait_ready()
@@ -289,16 +313,20 @@ def test_restart_with_state_dir_continues_the_conversation(ros, checkpoint, tmp_
         operator.ask("the blue square to the left of it", conversation="robot")
         assert stop_node(first) == 0
         operator.wait_gone()
-        second = start_node(checkpoint, tmp_path / "b.log", namespace=ns,
-                            state_dir=str(state), max_image_age=0.0)
+        second = start_node(
+            checkpoint, tmp_path / "b.log", namespace=ns, state_dir=str(state), max_image_age=0.0
+        )
         operator.wait_ready()
-        r3 = operator.ask("<the output of round 1> again", conversation="robot",
-                          policy=SegmentationQuery.IMAGE_PINNED)
+        r3 = operator.ask(
+            "<the output of round 1> again",
+            conversation="robot",
+            policy=SegmentationQuery.IMAGE_PINNED,
+        )
         assert r3.status in (R.STATUS_OK, R.STATUS_NOT_FOUND), r3.message
         assert r3.round_index == 3 and list(r3.ref_rounds) == [1]
         assert r3.header == r1.header  # the pinned frame came back from disk
         assert any(state.iterdir())
-        assert operator.reset("").success   # a reset also forgets the saved state
+        assert operator.reset("").success  # a reset also forgets the saved state
         assert not any(state.iterdir())
         assert stop_node(second) == 0
     finally:
@@ -316,8 +344,13 @@ def test_model_failure_mid_round_keeps_the_conversation(ros, checkpoint):
 
     from segllm_ros.node.segllm_node import SegLLMNode
 
-    node = SegLLMNode(namespace="segllm_fault", parameter_overrides=[
-        Parameter("model_path", value=str(checkpoint)), Parameter("max_image_age", value=0.0)])
+    node = SegLLMNode(
+        namespace="segllm_fault",
+        parameter_overrides=[
+            Parameter("model_path", value=str(checkpoint)),
+            Parameter("max_image_age", value=0.0),
+        ],
+    )
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -356,13 +389,20 @@ def test_compressed_image_transport(ros, checkpoint, tmp_path):
     from segllm_ros.interface.image_codec import encode_compressed
 
     ns = "/segllm_compressed"
-    proc = start_node(checkpoint, tmp_path / "c.log", namespace=ns, image_transport="compressed",
-                      max_image_age=0.0)
+    proc = start_node(
+        checkpoint,
+        tmp_path / "c.log",
+        namespace=ns,
+        image_transport="compressed",
+        max_image_age=0.0,
+    )
     operator = Operator(ns)
-    pub = operator.create_publisher(CompressedImage, f"{ns}/image/compressed",
-                                    rclpy.qos.qos_profile_sensor_data)
+    pub = operator.create_publisher(
+        CompressedImage, f"{ns}/image/compressed", rclpy.qos.qos_profile_sensor_data
+    )
     try:
         operator.wait_ready(image_pub=pub)
+
         def send(msg: CompressedImage) -> None:  # best-effort camera QoS: send a few times
             for _ in range(3):
                 pub.publish(msg)

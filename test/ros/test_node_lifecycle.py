@@ -50,8 +50,14 @@ def test_concurrent_goals_are_all_answered_and_services_stay_responsive(ros, sce
     the reset service answers within 0.5 s while the goals run. The first goal embeds the
     frame at 12 MP, so decoding it keeps the worker busy while the cancels travel."""
     ns = "/segllm_goals"
-    proc = start_node(default_model_path(), tmp_path / "node.log", namespace=ns,
-                      queue_size=32, max_conversations=64, max_image_age=0.0)
+    proc = start_node(
+        default_model_path(),
+        tmp_path / "node.log",
+        namespace=ns,
+        queue_size=32,
+        max_conversations=64,
+        max_image_age=0.0,
+    )
     op = Operator(ns)
     try:
         op.wait_ready()
@@ -60,10 +66,11 @@ def test_concurrent_goals_are_all_answered_and_services_stay_responsive(ros, sce
         assert op.ask(text, conversation="before").status == R.STATUS_OK
         assert op.action.wait_for_server(timeout_sec=30)
 
-        big = image_msg(cv2.resize(scene["rgb"], (4000, 3000),
-                                   interpolation=cv2.INTER_NEAREST))
-        handles = [wait_future(op.action.send_goal_async(
-            _goal(f"g{i}", text, big if i == 0 else None))) for i in range(20)]
+        big = image_msg(cv2.resize(scene["rgb"], (4000, 3000), interpolation=cv2.INTER_NEAREST))
+        handles = [
+            wait_future(op.action.send_goal_async(_goal(f"g{i}", text, big if i == 0 else None)))
+            for i in range(20)
+        ]
         assert all(h.accepted for h in handles)
         cancels = [h.cancel_goal_async() for h in handles[10:]]
         start = time.monotonic()
@@ -80,7 +87,8 @@ def test_concurrent_goals_are_all_answered_and_services_stay_responsive(ros, sce
         cancelled = [(r.status, r.result.result.status) for r in results[10:]]
         assert cancelled == [(GoalStatus.STATUS_CANCELED, R.STATUS_CANCELED)] * 10, cancelled
         assert [r.result.result.conversation_id for r in results[:10]] == [
-            f"g{i}" for i in range(10)]
+            f"g{i}" for i in range(10)
+        ]
     finally:
         op.close()
         assert stop_node(proc) == 0, (tmp_path / "node.log").read_text()[-3000:]
@@ -99,8 +107,9 @@ def test_cleanup_transition_cycles_then_clean_exit_on_sigint(ros, scene, tmp_pat
     text = scene["conversation"]["rounds"][0]["query"]
 
     def ask() -> SegmentationResult:
-        return op.ask(text, conversation="cycle", policy=SegmentationQuery.IMAGE_EMBEDDED,
-                      image=frame)
+        return op.ask(
+            text, conversation="cycle", policy=SegmentationQuery.IMAGE_EMBEDDED, image=frame
+        )
 
     try:
         assert op.lifecycle_state() == "unconfigured"
