@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
+from segllm_ros.engine.frames import check_frame, history_frame, resize_mask
 from segllm_ros.engine.history import Conversation, Frame, Round
 from segllm_ros.engine.persistence import ConversationArchive
 from segllm_ros.engine.references import DEFAULT_MAX_REFS, BadReferenceError, resolve_references
@@ -40,10 +40,6 @@ MODES = ("cached", "recompute")
 
 class RoundCancelled(Exception):
     """The caller cancelled the round between two stages; nothing was recorded."""
-
-
-class UnsupportedFrameError(ValueError):
-    """A frame the model cannot take (e.g. so elongated that a side vanishes at its input)."""
 
 
 @dataclass
@@ -175,7 +171,7 @@ class SegLLMEngine:
                 on_stage(name)
 
         t0 = time.perf_counter()
-        self._check_frame(frame)
+        check_frame(frame, self.runtime.config.sam.image_size)
         live = None if reset_before else self.store.get(conversation_id)
         conv = live if live is not None else self.store.new_conversation(conversation_id)
         refs = self._resolve(conv, query, ref_rounds)
@@ -205,13 +201,15 @@ class SegLLMEngine:
         t3 = time.perf_counter()
         found = mask is not None and bool(mask.any())
         full = mask if found else np.zeros((frame.height, frame.width), bool)
-        kept = self._history_frame(frame)
+        kept = history_frame(
+            frame, self.config.history_max_side or self.runtime.config.sam.image_size
+        )
         rnd = Round.from_mask(
             conv.num_rounds + 1,
             query,
             answer,
             refs,
-            self._resize_mask(full, kept) if found else None,
+            resize_mask(full, kept) if found else None,
             score,
             kept,
         )
@@ -246,7 +244,7 @@ class SegLLMEngine:
             raise BadReferenceError(f"conversation {conversation_id!r} has no round to correct")
         last = conv.rounds[-1]
         frame = conv.frames[last.frame_key]
-        mask = self._resize_mask(np.asarray(mask, dtype=bool), frame)
+        mask = resize_mask(np.asarray(mask, dtype=bool), frame)
         self.store.replace_last_round(
             conversation_id,
             Round.from_mask(
@@ -261,16 +259,6 @@ class SegLLMEngine:
         return self.store.reset(conversation_id)
 
     # -------------------------------------------------------------- checking
-    def _check_frame(self, frame: Frame) -> None:
-        """Refuse frames whose short side would vanish at SAM's input (e.g. 1x100000)."""
-        size = self.runtime.config.sam.image_size
-        short, long = sorted((frame.height, frame.width))
-        if short * size / long < 1:
-            raise UnsupportedFrameError(
-                f"a {frame.width}x{frame.height} frame is too elongated for the model: its "
-                f"short side would be under 1 px at the {size} px input"
-            )
-
     def _resolve(
         self, conv: Conversation, query: str, ref_rounds: list[int] | tuple[int, ...]
     ) -> list[int]:
@@ -287,27 +275,6 @@ class SegLLMEngine:
             raise BadReferenceError(
                 f"conversation {conv.id!r} was {how}: its earlier rounds are gone ({exc})"
             ) from exc
-
-    # --------------------------------------------------------------- history
-    def _history_frame(self, frame: Frame) -> Frame:
-        """The frame as the history keeps it: at most ``history_max_side`` on its long side
-        (the model never looks closer), so memory per round stays bounded whatever the
-        camera's resolution."""
-        limit = self.config.history_max_side or self.runtime.config.sam.image_size
-        scale = limit / max(frame.height, frame.width)
-        if scale >= 1:
-            return frame
-        size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
-        image = cv2.resize(np.asarray(frame.image), size, interpolation=cv2.INTER_AREA)
-        return Frame(image=image, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id, key=frame.key)
-
-    @staticmethod
-    def _resize_mask(mask: np.ndarray, frame: Frame) -> np.ndarray:
-        if mask.shape == (frame.height, frame.width):
-            return mask
-        return cv2.resize(
-            mask.astype(np.uint8), (frame.width, frame.height), interpolation=cv2.INTER_NEAREST
-        ).astype(bool)
 
     # --------------------------------------------------------------- caches
     def _drop_cache(self, conversation_id: str) -> None:

@@ -20,8 +20,8 @@ from segllm_ros.engine.engine import (
     RoundCancelled,
     RoundResult,
     SegLLMEngine,
-    UnsupportedFrameError,
 )
+from segllm_ros.engine.frames import UnsupportedFrameError
 from segllm_ros.engine.history import ConversationFullError, Frame
 from segllm_ros.engine.references import BadReferenceError
 from segllm_ros.engine.store import ConversationGoneError

@@ -11,9 +11,9 @@ from helpers import DEMO_MODEL
 from segllm_ros.engine.engine import (
     EngineConfig,
     SegLLMEngine,
-    UnsupportedFrameError,
     load_engine,
 )
+from segllm_ros.engine.frames import UnsupportedFrameError
 from segllm_ros.engine.history import ConversationFullError, Frame
 from segllm_ros.engine.persistence import ConversationArchive
 from segllm_ros.engine.references import BadReferenceError

@@ -11,7 +11,8 @@ import pytest
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 
-from segllm_ros.engine.engine import RoundCancelled, RoundResult, UnsupportedFrameError
+from segllm_ros.engine.engine import RoundCancelled, RoundResult
+from segllm_ros.engine.frames import UnsupportedFrameError
 from segllm_ros.engine.history import Frame, Round
 from segllm_ros.engine.references import BadReferenceError
 from segllm_ros.engine.store import ConversationStore
