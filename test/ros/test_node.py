@@ -413,7 +413,12 @@ def test_compressed_image_transport(ros, checkpoint, tmp_path):
         msg.header = image_msg(frame(18), frame_id="jpeg_cam").header
         for _ in range(5):
             send(msg)
-            ok = operator.ask("the red circle", conversation="compressed")
+            try:  # discovery is asymmetric: the node's result writer may match us late
+                ok = operator.wait_result(
+                    operator.send("the red circle", conversation="compressed"), timeout=20
+                )
+            except TimeoutError:
+                continue
             if ok.status != R.STATUS_NO_IMAGE:
                 break
         assert ok.status in (R.STATUS_OK, R.STATUS_NOT_FOUND), ok.message
