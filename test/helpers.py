@@ -64,3 +64,20 @@ def tiny_llava_folder(path: Path, tokenizer):
     llava.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return llava
+
+
+TINY_VIT_SAM = {
+    "image_size": 64,
+    "patch_size": 16,
+    "encoder_embed_dim": 32,
+    "encoder_depth": 2,
+    "encoder_num_heads": 2,
+    "encoder_global_attn_indexes": [1],
+    "encoder_window_size": 2,
+    "prompt_embed_dim": 32,
+    "decoder_mlp_dim": 64,
+    "decoder_num_heads": 2,
+    "iou_head_hidden_dim": 32,
+    "mask_in_chans": 8,
+}
+"""An official-layout (ViT) SAM at toy size, for the real-initialisation tests."""

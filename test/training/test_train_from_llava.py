@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 import torch
-from helpers import tiny_llava_folder, tiny_model
+from helpers import TINY_VIT_SAM, tiny_llava_folder, tiny_model
 from train_helpers import tiny_config
 
 from segllm_ros.engine.engine import SegLLMEngine
@@ -17,32 +17,17 @@ from segllm_ros.model.segllm import SegLLMModel
 from segllm_training.trainer.build import ModelSource, TrainableSettings
 from segllm_training.trainer.loop import read_metrics, train
 
-SAM = {
-    "image_size": 64,
-    "patch_size": 16,
-    "encoder_embed_dim": 32,
-    "encoder_depth": 2,
-    "encoder_num_heads": 2,
-    "encoder_global_attn_indexes": [1],
-    "encoder_window_size": 2,
-    "prompt_embed_dim": 32,
-    "decoder_mlp_dim": 64,
-    "decoder_num_heads": 2,
-    "iou_head_hidden_dim": 32,
-    "mask_in_chans": 8,
-}
-
 
 def test_lora_training_from_llava_and_sam_checkpoints(tmp_path):
     tiny_llava_folder(tmp_path / "llava", tiny_model().tokenizer)
     cfg = tiny_config(max_steps=30, checkpoint_every=1000, per_device_batch=4)
-    sam_cfg = dataclasses.replace(tiny_model().config.sam, image_encoder="vit", **SAM)
+    sam_cfg = dataclasses.replace(tiny_model().config.sam, image_encoder="vit", **TINY_VIT_SAM)
     torch.manual_seed(2)
     torch.save(build_sam(sam_cfg).state_dict(), tmp_path / "sam.pth")
     cfg.model = ModelSource(
         llava=str(tmp_path / "llava"),
         sam_checkpoint=str(tmp_path / "sam.pth"),
-        sam=SAM,
+        sam=TINY_VIT_SAM,
         overrides={"num_prompt_tokens": 2},
     )
     cfg.trainable = TrainableSettings(llm="lora")

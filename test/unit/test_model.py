@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import demo_config, random_image, tiny_llava_folder, tiny_model
+from helpers import TINY_VIT_SAM, demo_config, random_image, tiny_llava_folder, tiny_model
 
 from segllm_ros.model import transforms as T
 from segllm_ros.model.builders import from_llava, load_sam_checkpoint
@@ -122,21 +122,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_llava_and_sam_builders_copy_every_weight(tmp_path):
     tokenizer = tiny_model().tokenizer
     llava = tiny_llava_folder(tmp_path / "llava", tokenizer)
-    sam_cfg = SamConfig(
-        image_encoder="vit",
-        image_size=64,
-        patch_size=16,
-        encoder_embed_dim=32,
-        encoder_depth=2,
-        encoder_num_heads=2,
-        encoder_global_attn_indexes=[1],
-        encoder_window_size=2,
-        prompt_embed_dim=32,
-        decoder_mlp_dim=64,
-        decoder_num_heads=2,
-        iou_head_hidden_dim=32,
-        mask_in_chans=8,
-    )
+    sam_cfg = SamConfig(image_encoder="vit", **TINY_VIT_SAM)
     torch.manual_seed(2)
     official = build_sam(sam_cfg)
     torch.save(official.state_dict(), tmp_path / "sam_tiny.pth")  # the official file layout

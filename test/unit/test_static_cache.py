@@ -6,7 +6,6 @@ give their slot back whenever a conversation ends."""
 from __future__ import annotations
 
 import pytest
-import torch
 from helpers import DEMO_MODEL
 
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
@@ -84,7 +83,6 @@ def test_static_cache_config_is_checked():
         StaticCacheConfig(buckets=(32, 16))
     assert StaticCacheConfig(buckets=(8, 16)).bucket(9) == 16
     assert StaticCacheConfig(buckets=(8, 16)).bucket(17) is None
-    torch.manual_seed(0)
 
 
 def test_static_cache_and_quant_are_torch_runtime_options():

@@ -51,12 +51,6 @@ def test_store_lru_eviction_order_and_drop_listener() -> None:
     assert store.why_gone("b").startswith("evicted (max_conversations=3")
 
 
-def test_a_refused_first_query_leaves_nothing_behind() -> None:
-    store = ConversationStore()
-    conv = store.new_conversation("new")
-    assert conv.num_rounds == 0 and "new" not in store and len(store) == 0
-
-
 def test_store_ttl_with_fake_clock() -> None:
     clock = FakeClock()
     dropped: list[str] = []
