@@ -51,6 +51,7 @@ def reference(model, conversations):
 def test_quant_int8_keeps_every_mask(model, conversations, reference):
     quantized = quantize_llm(copy.deepcopy(model), "int8")
     ious = round_ious(reference, play(quantized, conversations))
+    print(f"int8 vs fp32 over {len(ious)} rounds: min IoU {ious.min():.3f}, mean {ious.mean():.3f}")
     assert len(ious) >= 100
     assert ious.min() >= 0.98 and ious.mean() >= 0.99
     decoder, original = quantized.llm.get_decoder(), model.llm.get_decoder()
@@ -61,6 +62,7 @@ def test_quant_int4_stays_close(model, conversations, reference):
     quantized = quantize_llm(copy.deepcopy(model), "int4")
     few = conversations[:8]
     ious = round_ious(reference[: sum(len(c.rounds) for c in few)], play(quantized, few))
+    print(f"int4 vs fp32 over {len(ious)} rounds: min IoU {ious.min():.3f}, mean {ious.mean():.3f}")
     assert ious.mean() >= 0.9
 
 
