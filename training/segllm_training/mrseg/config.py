@@ -31,8 +31,8 @@ The stats table reports the observed maximum next to these."""
 
 AMBIGUOUS_MODES: tuple[str, ...] = ("keep", "drop", "multi")
 """What a build does with a positional round that several instances satisfy
-(:mod:`segllm_training.mrseg.generators.ambiguity`): keep it as the seed does, drop it, or keep it with
-every candidate as a target."""
+(:mod:`segllm_training.mrseg.generators.ambiguity`): keep it as the seed does, drop it, or
+keep it with every candidate as a target."""
 
 
 @dataclass
