@@ -9,8 +9,10 @@ per-image seeds (:func:`generators.common.image_rng`) keep the output identical 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +21,11 @@ from tqdm import tqdm
 
 from .config import BuildConfig
 from .entries import BadRecords, ImageEntry, SourceError
+from .generators.ambiguity import AMBIGUOUS_ROUNDS, POSITIONAL_ROUNDS
 from .generators.common import image_rng
 from .schema import ConversationRecord, write_conversations
 from .sources import SOURCES, Source
+from .stats import build_report_path
 
 _STATE: tuple[Source, BuildConfig] | None = None
 
@@ -36,6 +40,8 @@ class BuildReport:
     conversations: int = 0
     skipped: list[str] = field(default_factory=list)
     """Messages (file, record) of inputs skipped under ``skip_bad``."""
+    tally: Counter = field(default_factory=Counter)
+    """The generators' counts over all images (positional: relational and ambiguous rounds)."""
 
 
 def _init(name: str, cfg: BuildConfig, forked: bool = False) -> None:
@@ -47,17 +53,18 @@ def _init(name: str, cfg: BuildConfig, forked: bool = False) -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _work(entry: ImageEntry) -> tuple[list[ConversationRecord], str | None]:
-    """Conversations of one image, or the error naming its file and image."""
+def _work(entry: ImageEntry) -> tuple[list[ConversationRecord], Counter, str | None]:
+    """Conversations of one image and the generator's tally, or the error naming its file and
+    image."""
     source, cfg = _STATE  # type: ignore[misc]
+    tally: Counter = Counter()
     try:
         if source.expand is not None:
             entry = source.expand(entry)
-        return source.generate(
-            entry, image_rng(cfg.seed, source.name, entry.image_id), cfg, source.name
-        ), None
+        rng = image_rng(cfg.seed, source.name, entry.image_id)
+        return source.generate(entry, rng, cfg, source.name, tally), tally, None
     except (SourceError, ValueError, OSError, KeyError, TypeError) as exc:
-        return [], f"{entry.source_file} [image {entry.image_id}]: {exc}"
+        return [], Counter(), f"{entry.source_file} [image {entry.image_id}]: {exc}"
 
 
 def read_source(
@@ -103,7 +110,7 @@ def generate(
         _init(name, cfg)
         results = map(_work, entries)
     try:
-        for records, error in results:
+        for records, tally, error in results:
             bar.update(1)
             report.images += 1
             if error is not None:
@@ -112,6 +119,7 @@ def generate(
                 report.skipped.append(error)
                 continue
             report.conversations += len(records)
+            report.tally.update(tally)
             yield from records
     finally:
         bar.close()
@@ -131,11 +139,23 @@ def build(
     skip_bad: bool = False,
     progress: bool = True,
 ) -> BuildReport:
-    """Read, generate and write one source/split; returns counts and skipped records."""
+    """Read, generate and write one source/split, and its report next to it
+    (:func:`stats.build_report_path`); returns counts and skipped records."""
     cfg = cfg or BuildConfig()
     if name in SOURCES and SOURCES[name].needs_sam:
         cfg.sam_weights()  # refuse before reading: Visual Genome's files take minutes
     entries, skipped = read_source(name, root, split, skip_bad, limit, cfg)
     report = BuildReport(skipped=skipped)
     write_conversations(out, generate(name, entries, cfg, workers, skip_bad, report, progress))
+    summary = {
+        "source": name,
+        "split": split,
+        "images": report.images,
+        "conversations": report.conversations,
+        "skipped": len(report.skipped),
+        "ambiguous": cfg.ambiguous,
+        POSITIONAL_ROUNDS: report.tally[POSITIONAL_ROUNDS],
+        AMBIGUOUS_ROUNDS: report.tally[AMBIGUOUS_ROUNDS],
+    }
+    build_report_path(out).write_text(json.dumps(summary, indent=1) + "\n")
     return report

@@ -1,7 +1,8 @@
 """Command line: ``python -m segllm_training.mrseg {build,stats,describe,correct} ...``.
 
 build     one source and split -> JSON Lines (tqdm, ``--workers`` processes, ``--skip-bad``)
-stats     Table A1 (markdown) for built files, and the Fig. A1 rounds histogram
+stats     Table A1 (markdown) for built files, the share of ambiguous positional rounds, and
+          the Fig. A1 rounds histogram
 describe  GPT-4 attribute descriptions of COCO instances (input of ``attributes_coco``)
 correct   GPT-4 two-pass grammar correction of a built file
 Corrupt or missing input exits with status 2 and one line naming the file and record.
@@ -18,8 +19,10 @@ from pathlib import Path
 from .build import BuildError, build
 from .config import BuildConfig
 from .entries import BadRecords, SourceError
+from .generators.ambiguity import AMBIGUOUS_ROUNDS, POSITIONAL_ROUNDS
 from .readers.coco import read_coco_instances
 from .sources import SOURCES, attributes_path
+from .stats import ambiguity_line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,11 +118,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.out}: {report.conversations} conversations from {report.images} images"
                 f" ({len(report.skipped)} skipped)"
             )
+            tally = report.tally
+            if tally[POSITIONAL_ROUNDS]:
+                line = ambiguity_line(
+                    tally[POSITIONAL_ROUNDS], tally[AMBIGUOUS_ROUNDS], cfg.ambiguous
+                )
+                print(f"{args.out}: {line}")
         elif args.command == "stats":
-            from .stats import collect, histogram, table
+            from .stats import ambiguity_table, collect, histogram, table
 
             stats = collect(args.files)
             print(table(stats))
+            ambiguity = ambiguity_table(stats)
+            if ambiguity:
+                print(ambiguity)
             print(f"histogram: {histogram(stats, args.plot)}")
         elif args.command == "describe":
             from .gpt import describe_instances

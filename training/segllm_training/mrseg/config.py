@@ -29,6 +29,11 @@ positional 2-18 annotations (one round each); hierarchical up to 4 instances x (
 interactional 2 rounds; MRSeg-hard, semantic, reasoning and attributes single-round (Table A1).
 The stats table reports the observed maximum next to these."""
 
+AMBIGUOUS_MODES: tuple[str, ...] = ("keep", "drop", "multi")
+"""What a build does with a positional round that several instances satisfy
+(:mod:`segllm_training.mrseg.generators.ambiguity`): keep it as the seed does, drop it, or
+keep it with every candidate as a target."""
+
 
 @dataclass
 class BuildConfig:
@@ -49,6 +54,13 @@ class BuildConfig:
     """Positional: two boxes are "overlapping with" each other only when their intersection
     covers at least this share of the smaller box; otherwise the direction comes from the
     edges and centres (:func:`segllm_training.relations.positional_relation`)."""
+    ambiguous: str = "keep"
+    """Positional: a relational round ("the cup to the left of <ref>") that more than one
+    instance of the class satisfies. ``keep``: one of them is the target, as in the seed;
+    ``drop``: the round asks for its object by its own caption instead (a self query);
+    ``multi``: every satisfying instance is a target (``targets`` in reading order, ``mask``
+    their union, ``kind`` "ambiguous") and later rounds relate only to single-target rounds.
+    Every build counts such rounds (the stats' ambiguity table)."""
     hierarchical_max_instances: int = 4
     hierarchical_max_parts: int = 4
     interactional_max_relationships: int = 4
@@ -69,6 +81,12 @@ class BuildConfig:
     """Visual Genome: official SAM state dict; a build refuses to run without it ..."""
     allow_random_sam: bool = False
     """... unless this is set (tests, fixtures): masks then come from random weights."""
+
+    def __post_init__(self) -> None:
+        if self.ambiguous not in AMBIGUOUS_MODES:
+            raise ValueError(
+                f"ambiguous must be one of {list(AMBIGUOUS_MODES)}, got {self.ambiguous!r}"
+            )
 
     def sam_weights(self) -> str | None:
         """The SAM checkpoint Visual Genome's masks come from; raises instead of silently

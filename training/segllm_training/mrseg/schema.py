@@ -21,7 +21,13 @@ rounds may name it, and what LISA's Approach 2 substitutes for reference tokens)
 ``answer`` (null = the model's standard segmentation answer) and ``input_mask`` (optional,
 null when absent: a mask the *user* supplies with the query, RLE like ``mask``; the query marks
 where its encoding goes with :data:`INPUT_MASK_TOKEN`. MRSeg-hard uses it: "[encode X] segment
-the other <class>" is a single round whose input is X and whose target is the other instance).
+the other <class>" is a single round whose input is X and whose target is the other instance),
+``kind`` (the answer kind, one of :data:`segllm_ros.engine.answers.ANSWER_KINDS`; "one" when
+absent) and ``targets`` (optional: every target instance as RLE, in reading order, when the
+answer has several; ``mask`` is then their union, so readers of ``mask`` keep working). A build
+with ``ambiguous: multi`` writes ``"kind": "ambiguous"`` rounds with ``targets``. Both keys are
+left out when they have their defaults, so files without them (older builds, the default build)
+read and write unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from segllm_ros.engine.answers import ANSWER_KINDS, ONE
 from segllm_ros.interface.mask_codec import mask_to_rle, rle_to_mask
 
 INPUT_MASK_TOKEN = "<input mask>"
@@ -60,6 +67,13 @@ class RoundRecord:
     annotation_id: int | str | None = None
     answer: str | None = None
     input_mask: dict | None = None
+    kind: str = ONE
+    targets: list[dict] | None = None
+
+
+_UNWRITTEN_DEFAULTS: dict[str, object] = {"kind": ONE, "targets": None}
+"""Round keys written only when they differ from these defaults (added by issue 17: files of
+the default build stay byte-identical to those written before)."""
 
 
 @dataclass
@@ -100,9 +114,27 @@ class ConversationRecord:
                     f"conversation {self.id!r} round {i}: input_mask needs the "
                     f"image size and {INPUT_MASK_TOKEN!r} in the query"
                 )
+            if rnd.kind not in ANSWER_KINDS:
+                raise ValueError(
+                    f"conversation {self.id!r} round {i}: kind {rnd.kind!r} not one of "
+                    f"{list(ANSWER_KINDS)}"
+                )
+            if rnd.targets is not None and (
+                not rnd.targets
+                or any(list(t.get("size", [])) != [self.height, self.width] for t in rnd.targets)
+            ):
+                raise ValueError(
+                    f"conversation {self.id!r} round {i}: targets must be a non-empty list of "
+                    f"masks of the image size {[self.height, self.width]}"
+                )
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        data = asdict(self)
+        for rnd in data["rounds"]:
+            for key, default in _UNWRITTEN_DEFAULTS.items():
+                if rnd[key] == default:
+                    del rnd[key]
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: dict) -> ConversationRecord:

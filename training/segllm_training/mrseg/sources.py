@@ -6,6 +6,7 @@ row, and every source gets the same validation, multiprocessing and error report
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -33,7 +34,11 @@ from .readers.visual_genome import read_visual_genome, visual_genome_split
 from .schema import ConversationRecord
 
 Reader = Callable[[Path, str, BadRecords], list[ImageEntry]]
-Generator = Callable[[ImageEntry, np.random.Generator, BuildConfig, str], list[ConversationRecord]]
+Generator = Callable[
+    [ImageEntry, np.random.Generator, BuildConfig, str, Counter], list[ConversationRecord]
+]
+"""(entry, per-image rng, config, source name, tally) -> conversations; the tally collects counts
+the build reports (positional: relational and ambiguous rounds; the others count nothing)."""
 
 
 def attributes_path(root: Path, split: str) -> Path:
@@ -64,7 +69,11 @@ def read_attributes_coco(root: Path, split: str, bad: BadRecords) -> list[ImageE
 
 
 def _interactional(
-    entry: ImageEntry, rng: np.random.Generator, cfg: BuildConfig, source: str
+    entry: ImageEntry,
+    rng: np.random.Generator,
+    cfg: BuildConfig,
+    source: str,
+    tally: Counter[str],
 ) -> list[ConversationRecord]:
     from .sam_boxes import box_segmenter  # torch + SAM only for the source that needs them
 

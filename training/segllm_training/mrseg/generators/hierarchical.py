@@ -8,7 +8,7 @@ per instance (pixels of that instance's uid with the part id), never from semant
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -19,7 +19,11 @@ from .common import Target, definite, record, ref_name, round_for, sample_some, 
 
 
 def hierarchical(
-    entry: ImageEntry, rng: np.random.Generator, cfg: BuildConfig, source: str
+    entry: ImageEntry,
+    rng: np.random.Generator,
+    cfg: BuildConfig,
+    source: str,
+    tally: Counter[str],
 ) -> list[ConversationRecord]:
     usable = targets(entry, cfg)
     parts: dict[object, list[Target]] = defaultdict(list)

@@ -10,18 +10,25 @@ two boxes (edges and centres, overlap from ``overlap_min``), "the same as" when 
 expressions refer to one object (RefCOCO only: LVIS has one annotation per instance).
 LVIS uses only classes with one or two instances in the image (its reader drops the COCO
 classes); with two, a location word ("on the left", "at the top") tells them apart.
+A relational round that several instances of the class satisfy is ambiguous
+(:mod:`.ambiguity`); ``cfg.ambiguous`` keeps it, turns it into a self query ("drop") or makes
+every candidate a target ("multi"; later rounds then relate only to single-target rounds).
+``tally`` counts relational and ambiguous rounds for the build report.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
+
+from segllm_ros.engine.answers import ONE
 
 from ...relations import positional_relation
 from ..config import BuildConfig
 from ..entries import ImageEntry, Instance
 from ..schema import ConversationRecord, RoundRecord
+from .ambiguity import AMBIGUOUS_ROUNDS, POSITIONAL_ROUNDS, Matcher, multi_round
 from .common import Target, definite, record, ref_name, round_for, sample_some, targets
 
 
@@ -74,18 +81,25 @@ def annotations(entry: ImageEntry, cfg: BuildConfig, source: str) -> list[tuple[
 
 
 def positional(
-    entry: ImageEntry, rng: np.random.Generator, cfg: BuildConfig, source: str
+    entry: ImageEntry,
+    rng: np.random.Generator,
+    cfg: BuildConfig,
+    source: str,
+    tally: Counter[str] | None = None,
 ) -> list[ConversationRecord]:
+    tally = tally if tally is not None else Counter()
     cands = annotations(entry, cfg, source)
     if len(cands) < cfg.positional_min:
         return []
     chosen = sample_some(rng, cands, cfg.positional_min, cfg.positional_max)
+    matcher = Matcher(entry, cfg, [target for target, _ in cands])
     rounds: list[RoundRecord] = []
     for t, (target, caption) in enumerate(chosen):
         if t == 0 or rng.random() < cfg.self_query_prob:
             rounds.append(round_for(target, definite(caption), caption))
             continue
-        k = int(rng.integers(1, t + 1))
+        singles = [i for i, rnd in enumerate(rounds, start=1) if rnd.kind == ONE]
+        k = singles[int(rng.integers(len(singles)))]
         earlier, earlier_caption = chosen[k - 1]
         relation = positional_relation(
             target.box,
@@ -93,6 +107,15 @@ def positional(
             same_instance=target.inst.ann_id == earlier.inst.ann_id,
             min_overlap=cfg.overlap_min,
         )
+        fits = matcher.matches(target, earlier, relation)
+        tally[POSITIONAL_ROUNDS] += 1
+        tally[AMBIGUOUS_ROUNDS] += len(fits) > 1
+        if len(fits) > 1 and cfg.ambiguous == "drop":
+            rounds.append(round_for(target, definite(caption), caption))
+            continue
         query = f"the {target.inst.category} {relation} {ref_name(k, earlier_caption, rng, cfg)}"
-        rounds.append(round_for(target, query, caption, [k]))
+        if len(fits) > 1 and cfg.ambiguous == "multi":
+            rounds.append(multi_round(fits, query, [k]))
+        else:
+            rounds.append(round_for(target, query, caption, [k]))
     return [record(source, entry, 0, rounds)]

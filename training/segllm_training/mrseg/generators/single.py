@@ -16,7 +16,7 @@ conversation naming it by its GPT-4 description (the ``describe`` step).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -47,7 +47,11 @@ HARD_EVAL_TEMPLATES: tuple[str, ...] = (
 
 
 def hard(
-    entry: ImageEntry, rng: np.random.Generator, cfg: BuildConfig, source: str
+    entry: ImageEntry,
+    rng: np.random.Generator,
+    cfg: BuildConfig,
+    source: str,
+    tally: Counter[str],
 ) -> list[ConversationRecord]:
     templates = HARD_TRAIN_TEMPLATES if entry.split == "train" else HARD_EVAL_TEMPLATES
     by_class = defaultdict(list)
@@ -66,7 +70,11 @@ def hard(
 
 
 def semantic(
-    entry: ImageEntry, rng: np.random.Generator, cfg: BuildConfig, source: str
+    entry: ImageEntry,
+    rng: np.random.Generator,
+    cfg: BuildConfig,
+    source: str,
+    tally: Counter[str],
 ) -> list[ConversationRecord]:
     chosen = sample(rng, targets(entry, cfg), cfg.semantic_max_classes)
     return [
@@ -76,7 +84,11 @@ def semantic(
 
 
 def reasoning(
-    entry: ImageEntry, rng: np.random.Generator, cfg: BuildConfig, source: str
+    entry: ImageEntry,
+    rng: np.random.Generator,
+    cfg: BuildConfig,
+    source: str,
+    tally: Counter[str],
 ) -> list[ConversationRecord]:
     mask = np.zeros((entry.height, entry.width), bool)
     for inst in entry.instances:  # LISA's rule: union of targets minus the ignore regions
@@ -103,7 +115,11 @@ def reasoning(
 
 
 def attributes(
-    entry: ImageEntry, rng: np.random.Generator, cfg: BuildConfig, source: str
+    entry: ImageEntry,
+    rng: np.random.Generator,
+    cfg: BuildConfig,
+    source: str,
+    tally: Counter[str],
 ) -> list[ConversationRecord]:
     cands = targets(entry, cfg, lambda i: bool(i.captions))
     if not cands:
