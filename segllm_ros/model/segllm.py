@@ -490,7 +490,7 @@ class SegLLMModel(nn.Module):
             ("instance slots", config.max_segments, old.max_segments),
         ):
             if new < was:
-                raise ValueError(f"{directory} has {was} {key}, the config asks for {new}")
+                raise ValueError(f"{directory} has {was} {key}, the config asks for fewer ({new})")
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
         known = tokenizer.get_vocab()
         new_words = sorted({w for w in vocabulary if w not in known})

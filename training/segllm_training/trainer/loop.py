@@ -138,7 +138,7 @@ def _check_weights(model: nn.Module) -> None:
         raise NonFiniteLossError(f"non-finite weights {bad[:5]}; checkpoint not written")
 
 
-METRIC_KEYS = ("loss", "text", "mask", "iou_pred", "ref_mask", "iou")
+METRIC_KEYS = ("loss", "text", "mask", "iou_pred", "ref_mask", "plural", "iou")
 
 
 def _global_mean(accelerator: Accelerator, metrics: list[dict]) -> dict[str, float]:
