@@ -17,6 +17,7 @@ from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
 from segllm_ros.engine.history import Frame
 from segllm_ros.interface.mask_codec import mask_iou
 from segllm_ros.model.segllm import SegLLMModel
+from segllm_training.eval.answer_kinds import evaluate_answer_kinds, held_out_kinds
 from segllm_training.eval.tabletop_eval import evaluate, held_out
 
 
@@ -79,3 +80,15 @@ def test_demo_model_segments_named_objects(model, data):
     )
     assert count >= 30
     assert trained >= 0.6 and untrained < 0.2
+
+
+def test_demo_model_meets_the_ambiguity_bars(model):
+    """Issue 17's bars on 60 held-out conversations with every kind of round, own outputs as
+    history: AMBIGUOUS with every candidate covered >= 90% (false AMBIGUOUS <= 5%), MANY with
+    the exact count >= 90% and union IoU >= 0.85, NOT_FOUND >= 90% for absent objects (false
+    NOT_FOUND <= 5%), replies to "which one?" resolved to the chosen object >= 95%."""
+    report = evaluate_answer_kinds(SegLLMEngine(model), held_out_kinds(60))
+    summary = report.summary()
+    print("answer kinds:", summary)
+    assert min(summary[k] for k in ("ambiguous_n", "many_n", "none_n", "clarify_n")) >= 15
+    assert report.failed_bars() == {}

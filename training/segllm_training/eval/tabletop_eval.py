@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from segllm_ros.engine.engine import EngineConfig, SegLLMEngine
 from segllm_ros.model.segllm import SegLLMModel
+from segllm_training.eval.answer_kinds import evaluate_answer_kinds, held_out_kinds
 from segllm_training.eval.evaluate import RoundOutcome, RoundStats, run_conversation
 from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_dataset
 from segllm_training.tabletop.stream import EVAL_SEED
@@ -89,6 +90,10 @@ def main(argv: list[str] | None = None) -> None:
         out["blanked" if blank else "with_references"] = evaluate(
             engine, data, args.history
         ).summary()
+    if model.config.max_segments > 1:
+        kinds = evaluate_answer_kinds(SegLLMEngine(model), held_out_kinds(args.n))
+        out["answer_kinds"] = kinds.summary()
+        out["answer_kind_bars_missed"] = kinds.failed_bars()
     print(json.dumps(out, indent=2))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segllm_ros.engine.answers import MANY, NONE
 from segllm_ros.engine.references import resolve_references
 from segllm_training.mrseg import lisa
 from segllm_training.mrseg.schema import (
@@ -32,6 +33,7 @@ from segllm_training.mrseg.schema import (
     iter_conversations,
 )
 from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_conversation
+from segllm_training.tabletop.stream import sample_round as tabletop_round
 from segllm_training.tabletop.stream import to_sample as whole_conversation
 from segllm_training.trainer.batch import Sample, SampleRound
 
@@ -72,18 +74,26 @@ class SourceConfig:
 
 def tabletop_item(conv: TabletopConversation, conv_id: str, split: str = "train") -> Item:
     """A tabletop conversation as an MRSeg record (caption = the object's name, which for a
-    twin fits both twins, as a description does)."""
+    twin fits both twins, as a description does; a round that is not one object records its
+    kind and every target, ``mask`` being their union)."""
     scene = conv.scene
     h, w = scene.image.shape[:2]
-    rounds = [
-        RoundRecord(
-            query=r.query,
-            mask=encode_mask(scene.target_mask(r.target)),
-            ref_rounds=list(r.ref_rounds),
-            caption=scene.objects[r.target].name,
+    rounds = []
+    for r in conv.rounds:
+        sample = tabletop_round(scene, r)
+        single = len(r.targets) == 1 and not r.plural
+        rounds.append(
+            RoundRecord(
+                query=r.query,
+                mask=encode_mask(sample.mask),
+                ref_rounds=list(r.ref_rounds),
+                caption=scene.objects[r.target].name if r.target >= 0 else "",
+                kind=r.answer,
+                targets=None
+                if single or not r.targets
+                else [encode_mask(m) for m in sample.instances],
+            )
         )
-        for r in conv.rounds
-    ]
     distractors = {
         i: scene.target_mask(twin)
         for i, r in enumerate(conv.rounds, start=1)
@@ -262,7 +272,13 @@ def to_sample(
     for i, rnd in enumerate(rounds):
         if rnd.input_mask is None:
             refs = resolve_references(rnd.query, rnd.ref_rounds, i, max_refs=len(rounds))
-            out.append(SampleRound(rnd.query, refs, decode_mask(rnd.mask)))
+            mask = decode_mask(rnd.mask)
+            instances = [decode_mask(t) for t in rnd.targets] if rnd.targets else None
+            if rnd.kind == NONE:
+                instances = []
+            out.append(
+                SampleRound(rnd.query, refs, mask, instances=instances, plural=rnd.kind == MANY)
+            )
         else:  # the query's "the other" means the given mask, not the previous round
             query = " ".join(rnd.query.replace(INPUT_MASK_TOKEN, " ").split())
             out.append(
