@@ -132,6 +132,11 @@ class TabletopConfig:
     every match is the answer (MANY). Like the other new-kind weights, 0 draws nothing extra,
     so default datasets stay as they were."""
 
+    plural_size_power: float = 0.0
+    """A plural round picks its set of matches with probability ~ size ** this (0: uniform).
+    Why: sets of three or four are rare among a scene's plural options, and the last slots
+    learn their presence slower than the first two."""
+
     ambiguous_weight: float = 0.0
     """Weight of "the {name}" for a twin (AMBIGUOUS: both are candidates); the next round is
     always the operator's reply that picks one ("the left one", "<candidate 2>")."""
@@ -519,7 +524,7 @@ def _sample_round(
     )
     kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
     if kind in extra:
-        return _answer_kind_round(rng, scene, kind, extra[kind][1])
+        return _answer_kind_round(rng, scene, kind, extra[kind][1], cfg)
     options = cands[kind]
     if kind == "describe":
         w = np.array(
@@ -567,9 +572,16 @@ def _clarify_round(rng: np.random.Generator, scene: Scene, asked: Round) -> Roun
     return Round(reply, chosen, [], "clarify")
 
 
-def _answer_kind_round(rng: np.random.Generator, scene: Scene, kind: str, options: list) -> Round:
+def _answer_kind_round(
+    rng: np.random.Generator, scene: Scene, kind: str, options: list, cfg: TabletopConfig
+) -> Round:
     """A plural, ambiguous or absent round from one of its options."""
-    option = options[int(rng.integers(len(options)))]
+    if kind == "plural" and cfg.plural_size_power:
+        sizes = np.array([len(members) for _, members in options], dtype=float)
+        p = sizes**cfg.plural_size_power
+        option = options[int(rng.choice(len(options), p=p / p.sum()))]
+    else:
+        option = options[int(rng.integers(len(options)))]
     answer = AK.KIND_ANSWERS[kind]
     if kind == "plural":
         phrases, members = option
