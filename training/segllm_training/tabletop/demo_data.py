@@ -21,10 +21,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segllm_ros.engine.answers import AMBIGUOUS, MANY, NONE
 from segllm_ros.engine.references import format_reference
 from segllm_ros.interface.mask_codec import mask_to_rle
 from segllm_training.relations import OVERLAP, SAME, positional_relation
 from segllm_training.tabletop import (
+    COLORS,
+    SHAPES,
     Round,
     Scene,
     TabletopConfig,
@@ -33,11 +36,15 @@ from segllm_training.tabletop import (
     tokenize,
     vocabulary,
 )
+from segllm_training.tabletop import answer_kinds as AK
 
 BASE_SEED = 2024
 """First seed tried; the search below is deterministic, so the output never changes."""
 MAX_SEED_TRIES = 10_000
 CONFIG = TabletopConfig()
+KINDS_CONFIG = TabletopConfig(plural_weight=1.0, ambiguous_weight=1.0, absent_weight=1.0)
+"""The vocabulary of the answer-kind rounds (scene 3), which the demo model learnt in its
+stages 3 and 4."""
 
 
 def _relation(scene: Scene, target: int, ref_target: int) -> str | None:
@@ -142,6 +149,44 @@ def script_conversation_2(scene: Scene) -> list[Round] | None:
     return None
 
 
+def script_conversation_3(scene: Scene) -> list[Round] | None:
+    """Issue 17's answer kinds: 1 a twin's bare name (AMBIGUOUS: both twins), 2 the reply
+    picking the left (or top) one, 3 a plural query (MANY), 4 an object that is not there
+    (NONE), 5 a relation to the object the reply chose."""
+    pair = _twin_pair(scene)
+    if pair is None:
+        return None
+    candidates = AK.in_reading_order(scene, list(pair))
+    plural = [p for p in AK.plural_options(scene) if sorted(p[1]) != sorted(pair)]
+    absent = [
+        q for q, is_plural in AK.absent_options(scene, SHAPES, tuple(COLORS)) if not is_plural
+    ]
+    if not plural or not absent:
+        return None
+    side = AK.side_words(scene, candidates)[0]
+    chosen = candidates[0]
+    for w in range(len(scene.objects)):
+        if w in pair or (rel := _relation(scene, w, chosen)) is None:
+            continue
+        phrases, members = max(plural, key=lambda p: len(p[1]))
+        name = scene.objects[chosen].name
+        return [
+            Round(f"the {name}", -1, [], "ambiguous", targets=candidates, answer=AMBIGUOUS),
+            Round(f"the {side} one", chosen, [], "clarify"),
+            Round(phrases[1], -1, [], "plural", targets=members, answer=MANY, plural=True),
+            Round(absent[0], -1, [], "absent", answer=NONE),
+            Round(
+                f"the {scene.objects[w].name} {rel} <the output of round 2>",
+                w,
+                [2],
+                "relation",
+                False,
+                "output",
+            ),
+        ]
+    return None
+
+
 def verify_round(scene: Scene, rounds: list[Round], r: int) -> None:
     """Re-derive round ``r`` (1-based) from the generator's rules; raise if it is not sound.
 
@@ -149,6 +194,12 @@ def verify_round(scene: Scene, rounds: list[Round], r: int) -> None:
     slip in the wording (wrong relation, wrong round number) cannot reach the demo.
     """
     rnd = rounds[r - 1]
+    words = set(vocabulary(KINDS_CONFIG))
+    if rnd.kind in ("ambiguous", "clarify", "plural", "absent"):
+        unknown = [tok for tok in tokenize(rnd.query) if tok not in words]
+        assert not unknown, f"round {r}: {unknown} not in the vocabulary"
+        _verify_answer_kind(scene, rounds, r)
+        return
     words = set(vocabulary(CONFIG))
     unknown = [tok for tok in tokenize(rnd.query) if tok not in words]
     assert not unknown, f"round {r}: {unknown} not in the vocabulary"
@@ -193,6 +244,27 @@ def verify_round(scene: Scene, rounds: list[Round], r: int) -> None:
         raise AssertionError(f"round {r}: unknown kind {rnd.kind!r}")
 
 
+def _verify_answer_kind(scene: Scene, rounds: list[Round], r: int) -> None:
+    """Round ``r``'s targets are exactly what its words select."""
+    rnd = rounds[r - 1]
+    objects = scene.objects
+    if rnd.kind == "ambiguous":
+        name = rnd.query.removeprefix("the ")
+        matches = [i for i, o in enumerate(objects) if o.name == name]
+        assert len(matches) > 1 and rnd.targets == AK.in_reading_order(scene, matches)
+    elif rnd.kind == "clarify":
+        asked = rounds[r - 2]
+        assert asked.kind == "ambiguous" and rnd.target in asked.targets
+        side = AK.side_words(scene, asked.targets)[asked.targets.index(rnd.target)]
+        assert rnd.query == f"the {side} one"
+    elif rnd.kind == "plural":
+        options = {q: m for phrases, m in AK.plural_options(scene) for q in phrases}
+        assert options.get(rnd.query) == rnd.targets, f"round {r}: {rnd.query!r}"
+    else:
+        absent = dict(AK.absent_options(scene, SHAPES, tuple(COLORS)))
+        assert rnd.query in absent and not rnd.targets, f"round {r}: {rnd.query!r} is there"
+
+
 def find_scene(start: int, script) -> tuple[int, Scene, list[Round]]:
     """First seed from ``start`` whose scene the ``script`` function can build a conversation on."""
     for seed in range(start, start + MAX_SEED_TRIES):
@@ -233,7 +305,9 @@ def _scene_record(
                     "ref_form": rnd.ref_form,
                     "ref_rounds": rnd.ref_rounds,
                     "target": rnd.target,
-                    "target_name": scene.objects[rnd.target].name,
+                    "target_name": scene.objects[rnd.target].name if rnd.target >= 0 else "",
+                    "answer": rnd.answer,
+                    "targets": rnd.targets,
                     "ambiguous_without_reference": rnd.ambiguous_without_reference,
                 }
                 for r, rnd in enumerate(rounds, start=1)
@@ -247,9 +321,10 @@ def make_demo_data(out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     seed1, scene1, conv1 = find_scene(BASE_SEED, script_conversation_1)
     seed2, scene2, conv2 = find_scene(seed1 + 1, script_conversation_2)
+    seed3, scene3, conv3 = find_scene(seed2 + 1, script_conversation_3)
     records = []
     for index, (seed, scene, rounds) in enumerate(
-        [(seed1, scene1, conv1), (seed2, scene2, conv2)], start=1
+        [(seed1, scene1, conv1), (seed2, scene2, conv2), (seed3, scene3, conv3)], start=1
     ):
         for r in range(1, len(rounds) + 1):
             verify_round(scene, rounds, r)
@@ -259,7 +334,7 @@ def make_demo_data(out: Path) -> dict:
             raise OSError(f"could not write {out / name}.png")
         records.append(_scene_record(name, seed, scene, f"demo-{index}", rounds, index > 1))
     data = {
-        "description": "SegLLM ROS demo: two tabletop frames and scripted multi-round "
+        "description": "SegLLM ROS demo: three tabletop frames and scripted multi-round "
         "conversations (written by segllm_training.tabletop.demo_data)",
         "generator": {"module": "segllm_training.tabletop", "config": asdict(CONFIG)},
         "scenes": records,
