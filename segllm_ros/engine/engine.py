@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segllm_ros.engine.answers import NONE, ONE, Segment
 from segllm_ros.engine.frames import check_frame, history_frame, resize_mask
 from segllm_ros.engine.history import Conversation, Frame, Round
 from segllm_ros.engine.persistence import ConversationArchive
@@ -73,6 +74,8 @@ class RoundResult:
     score: float
     frame: Frame
     timings_ms: dict[str, float] = field(default_factory=dict)
+    kind: str = ONE  # one of answers.ANSWER_KINDS
+    segments: list[Segment] = field(default_factory=list)  # reading order
 
 
 @dataclass
@@ -216,6 +219,7 @@ class SegLLMEngine:
         self.store.add_round(conv, rnd, kept)
         if cache is not None:
             cache.rounds = conv.num_rounds
+        box = mask_to_box(full) if found else None
         return RoundResult(
             conversation_id,
             rnd.index,
@@ -224,7 +228,7 @@ class SegLLMEngine:
             refs,
             found,
             full,
-            mask_to_box(full) if found else None,
+            box,
             score,
             frame,
             {
@@ -233,6 +237,8 @@ class SegLLMEngine:
                 "mask": (t3 - t2) * 1e3,
                 "total": (t3 - t0) * 1e3,
             },
+            ONE if found else NONE,
+            [Segment(full, box, score)] if found else [],
         )
 
     def correct_last_round(self, conversation_id: str, mask: np.ndarray) -> None:
