@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from segllm_ros.engine.answers import NONE, ONE, Segment
+from segllm_ros.engine.answers import AMBIGUOUS, NONE, ONE, Segment, answer_kind, reading_order
+from segllm_ros.engine.answers import union as union_mask
+from segllm_ros.engine.clarify import clarifying_question, resolve_clarification
 from segllm_ros.engine.frames import check_frame, history_frame, resize_mask
 from segllm_ros.engine.history import Conversation, Frame, Round
 from segllm_ros.engine.persistence import ConversationArchive
@@ -49,6 +51,9 @@ class EngineConfig:
     generate_text: bool = False  # generate the answer text (else the model's seg answer)
     max_new_tokens: int = 32
     mask_threshold: float = 0.0  # on mask logits
+    # Multi-segment models: an instance slot is part of the answer when its predicted IoU
+    # (presence score) reaches this.
+    presence_threshold: float = 0.5
     max_refs: int = DEFAULT_MAX_REFS
     blank_references: bool = False  # ablation: references resolved but their input zeroed
     frame_cache_size: int = 8  # frames whose CLIP/SAM features are kept
@@ -63,6 +68,10 @@ class EngineConfig:
 
 @dataclass
 class RoundResult:
+    """One round's answer: its kind and objects (``segments``, reading order); ``mask`` is
+    their union, ``score`` the first one's; ``text`` the answer, for AMBIGUOUS the question
+    that tells the candidates apart."""
+
     conversation_id: str
     round_index: int
     query: str
@@ -74,8 +83,8 @@ class RoundResult:
     score: float
     frame: Frame
     timings_ms: dict[str, float] = field(default_factory=dict)
-    kind: str = ONE  # one of answers.ANSWER_KINDS
-    segments: list[Segment] = field(default_factory=list)  # reading order
+    kind: str = ONE
+    segments: list[Segment] = field(default_factory=list)
 
 
 @dataclass
@@ -178,6 +187,7 @@ class SegLLMEngine:
         live = None if reset_before else self.store.get(conversation_id)
         conv = live if live is not None else self.store.new_conversation(conversation_id)
         refs = self._resolve(conv, query, ref_rounds)
+        chosen = self._clarified(conv, query)
         conv.ensure_room()
         if reset_before:
             self.store.reset(conversation_id)
@@ -195,41 +205,46 @@ class SegLLMEngine:
             answer, seg, cache = self._run_llm(conv, query, refs, pinned)
             t2 = time.perf_counter()
             stage("decoding_mask")
-            mask, score = self._decode(conv, seg, refs, feats)
+            if chosen is not None:
+                segments, plural = [self._on_frame(chosen, frame)], False
+            else:
+                segments, plural = self._decode(conv, seg, refs, feats)
             if should_cancel is not None and should_cancel():  # cancel wins until recorded
                 raise RoundCancelled("cancelled before the round was recorded")
         except BaseException:
             self._drop_cache(conversation_id)  # the KV cache may hold a half-fed round
             raise
         t3 = time.perf_counter()
-        found = mask is not None and bool(mask.any())
-        full = mask if found else np.zeros((frame.height, frame.width), bool)
+        kind = answer_kind(len(segments), plural)
+        full = union_mask(segments, (frame.height, frame.width))
         kept = history_frame(
             frame, self.config.history_max_side or self.runtime.config.sam.image_size
         )
-        rnd = Round.from_mask(
+        rnd = Round.from_segments(
             conv.num_rounds + 1,
             query,
             answer,
             refs,
-            resize_mask(full, kept) if found else None,
-            score,
+            [self._on_frame(s, kept) for s in segments],
+            kind,
             kept,
         )
         self.store.add_round(conv, rnd, kept)
         if cache is not None:
             cache.rounds = conv.num_rounds
-        box = mask_to_box(full) if found else None
+        text = answer
+        if kind == AMBIGUOUS:
+            text = clarifying_question(query, [s.box for s in segments])
         return RoundResult(
             conversation_id,
             rnd.index,
             query,
-            answer,
+            text,
             refs,
-            found,
+            kind != NONE,
             full,
-            box,
-            score,
+            mask_to_box(full) if segments else None,
+            segments[0].score if segments else 0.0,
             frame,
             {
                 "image": (t1 - t0) * 1e3,
@@ -237,8 +252,8 @@ class SegLLMEngine:
                 "mask": (t3 - t2) * 1e3,
                 "total": (t3 - t0) * 1e3,
             },
-            ONE if found else NONE,
-            [Segment(full, box, score)] if found else [],
+            kind,
+            segments,
         )
 
     def correct_last_round(self, conversation_id: str, mask: np.ndarray) -> None:
@@ -265,6 +280,17 @@ class SegLLMEngine:
         return self.store.reset(conversation_id)
 
     # -------------------------------------------------------------- checking
+    @staticmethod
+    def _clarified(conv: Conversation, query: str) -> Segment | None:
+        """The candidate a reply picks when the last round asked which one was meant
+        ("the left one", "the second one", "<candidate 2>"); None for any other query.
+        Raises ``BadReferenceError`` for a candidate number that was not offered."""
+        if conv.num_rounds == 0 or conv.rounds[-1].kind != AMBIGUOUS:
+            return None
+        candidates = conv.rounds[-1].answer_segments()
+        index = resolve_clarification(query, [c.box for c in candidates])
+        return None if index is None else candidates[index]
+
     def _resolve(
         self, conv: Conversation, query: str, ref_rounds: list[int] | tuple[int, ...]
     ) -> list[int]:
@@ -438,21 +464,41 @@ class SegLLMEngine:
         return tok.decode(new, skip_special_tokens=False).strip()
 
     # ------------------------------------------------------------------- SAM
+    @staticmethod
+    def _on_frame(segment: Segment, frame: Frame) -> Segment:
+        """``segment`` at ``frame``'s resolution (history frames are kept smaller)."""
+        if segment.mask.shape == (frame.height, frame.width):
+            return segment
+        mask = resize_mask(segment.mask, frame)
+        return Segment(mask, mask_to_box(mask) if mask.any() else segment.box, segment.score)
+
     def _decode(
         self, conv: Conversation, seg: _SegState | None, refs: list[int], feats: FrameFeatures
-    ) -> tuple[np.ndarray | None, float]:
+    ) -> tuple[list[Segment], bool]:
+        """The answer's objects in reading order, and whether the model read the query as
+        plural. A single-slot model's mask is an object when it is not empty; a
+        multi-segment model's slot when its presence score reaches the threshold too."""
         if seg is None:
-            return None, 0.0
+            return [], False
         size = self.runtime.config.sam.image_size
         dense = None
         if refs and not self.config.blank_references:
             masks = torch.stack([self._mask_on(conv, k, feats.hw) for k in refs]).float()
             dense = (T.resize_to_input_frame(masks, feats.hw, size) > 0.5).any(0)[None]
-        low, iou = self.runtime.decode_masks(
+        low, iou, plural = self.runtime.decode_masks(
             feats.sam_embedding, seg.hidden, seg.turn_embeds, dense
         )
-        logits = T.postprocess_masks(low.float(), feats.hw, size)[0]
-        return (logits > self.config.mask_threshold).cpu().numpy(), float(iou[0, 0])
+        masks = T.postprocess_masks(low[0, :, None].float(), feats.hw, size)
+        masks = (masks > self.config.mask_threshold).cpu().numpy()
+        scores = iou[0].float().cpu().tolist()
+        multi = len(scores) > 1
+        found = [
+            Segment(m, mask_to_box(m), s)
+            for m, s in zip(masks, scores, strict=True)
+            if m.any() and (not multi or s >= self.config.presence_threshold)
+        ]
+        centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in (s.box for s in found)]
+        return [found[i] for i in reading_order(centres)], bool(plural.reshape(-1)[0] > 0)
 
     def _mask_on(self, conv: Conversation, k: int, hw: tuple[int, int]) -> torch.Tensor:
         """Round k's mask at the current frame's size (frames of a conversation may differ)."""

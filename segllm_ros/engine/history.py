@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from segllm_ros.engine.answers import ANSWER_KINDS, NONE, ONE, Segment, union
 from segllm_ros.engine.references import BadReferenceError, describe_rounds
 from segllm_ros.interface.mask_codec import mask_to_box, mask_to_rle, rle_to_mask
 
@@ -97,7 +98,9 @@ class Round:
     """One question/answer of a conversation and the mask it produced.
 
     The mask is kept as COCO RLE (compact, JSON-friendly); ``height``/``width`` let an
-    empty result still produce a mask of the right size.
+    empty result still produce a mask of the right size. A MANY or AMBIGUOUS answer also
+    keeps each of its objects (``segments``: ``{"mask_rle", "box", "score"}`` in reading
+    order); ``mask_rle`` is then their union, what a later reference to the round means.
     """
 
     index: int
@@ -110,8 +113,20 @@ class Round:
     frame_key: str
     height: int = 0
     width: int = 0
+    kind: str = ONE
+    segments: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.kind not in ANSWER_KINDS:
+            raise ValueError(f"answer kind must be one of {ANSWER_KINDS}, got {self.kind!r}")
+        self.segments = [
+            {
+                "mask_rle": s["mask_rle"],
+                "box": [int(v) for v in s["box"]],
+                "score": float(s["score"]),
+            }
+            for s in self.segments
+        ]
         if int(self.index) < 1:
             raise ValueError(f"round index is 1-based, got {self.index}")
         self.index = int(self.index)
@@ -175,6 +190,47 @@ class Round:
             width=frame.width,
         )
 
+    @classmethod
+    def from_segments(
+        cls,
+        index: int,
+        query: str,
+        answer: str,
+        ref_rounds: list[int],
+        segments: list[Segment],
+        kind: str,
+        frame: Frame,
+    ) -> Round:
+        """A round whose answer is ``segments`` (masks at ``frame``'s size, reading order)."""
+        shape = (frame.height, frame.width)
+        rnd = cls.from_mask(
+            index,
+            query,
+            answer,
+            ref_rounds,
+            union(segments, shape) if segments else None,
+            segments[0].score if segments else 0.0,
+            frame,
+        )
+        rnd.kind = kind
+        if len(segments) > 1:
+            rnd.segments = [
+                {"mask_rle": mask_to_rle(s.mask), "box": list(s.box), "score": s.score}
+                for s in segments
+            ]
+        return rnd
+
+    def answer_segments(self) -> list[Segment]:
+        """The objects of the answer, in reading order (none for a NONE round)."""
+        if self.segments:
+            return [
+                Segment(np.asarray(rle_to_mask(s["mask_rle"]), bool), tuple(s["box"]), s["score"])
+                for s in self.segments
+            ]
+        if self.mask_rle is None or self.kind == NONE:
+            return []
+        return [Segment(self.mask(), self.box, self.score)]
+
     def mask(self) -> np.ndarray:
         """The round's mask as HxW bool (all False when the round found nothing)."""
         if self.mask_rle is None:
@@ -186,6 +242,7 @@ class Round:
         size = len(self.query.encode()) + len(self.answer.encode())
         if self.mask_rle is not None:
             size += len(self.mask_rle.get("counts", ""))
+        size += sum(len(s["mask_rle"].get("counts", "")) for s in self.segments)
         return size
 
     def to_json(self) -> dict[str, Any]:
@@ -200,6 +257,8 @@ class Round:
             "frame_key": self.frame_key,
             "height": self.height,
             "width": self.width,
+            "kind": self.kind,
+            "segments": self.segments,
         }
 
     @classmethod
@@ -215,6 +274,8 @@ class Round:
             frame_key=str(data["frame_key"]),
             height=data["height"],
             width=data["width"],
+            kind=data.get("kind", ONE if data["mask_rle"] is not None else NONE),
+            segments=list(data.get("segments", [])),
         )
 
 

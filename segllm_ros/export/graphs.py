@@ -133,7 +133,7 @@ def graph_defs(model: SegLLMModel) -> dict[str, GraphDef]:
                 (torch.rand(1, sam.image_size, sam.image_size, generator=g) > 0.5).to(dtype),
             ),
             ["sam_embedding", "seg_hidden", "turn_embeds", "ref_mask"],
-            ["low_res_logits", "iou"],
+            ["low_res_logits", "iou", "plural"],
             {},
         ),
     }

@@ -30,6 +30,11 @@ class Batch:
     has_ref: torch.Tensor  # (R,) bool
     mask_weight: torch.Tensor  # (R,) bool: round is decoded (and gets a mask loss)
     ref_keep: list[torch.Tensor] | None = None  # per image: (refs,) bool, None = model draws
+    # Multi-segment models (config.max_segments = N > 1): each round's target instances in
+    # reading order, one per slot (empty where the answer has fewer), and the query's number.
+    slot_targets: torch.Tensor | None = None  # (R, N, S, S)
+    slot_present: torch.Tensor | None = None  # (R, N) bool
+    plural: torch.Tensor | None = None  # (R,) bool
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {

@@ -66,6 +66,11 @@ class SegLLMConfig:
     sam: SamConfig = field(default_factory=SamConfig)
     # Seg head: prompt tokens per slot (target, and reference for mask-aware decoding).
     num_prompt_tokens: int = 1
+    # Instance slots per answer (issue 17): SAM's mask tokens, up to 4, each decoded into one
+    # object of the answer in reading order (left to right) with its predicted IoU as a
+    # presence score, plus a head that reads whether the query is plural. 1 = one mask per
+    # answer, the upstream design.
+    max_segments: int = 1
     mask_aware_decoding: bool = True
     # Reference tokens (mask + box of an earlier output) in the LLM input, upstream scheme:
     # dropped with p in training, scaled by (1 - p) at inference.

@@ -11,7 +11,8 @@ import torch
 @dataclass
 class SegLLMOutput:
     """One teacher-forced pass over B conversations with R rounds; M rounds decoded
-    (``batch.mask_weight``), K of them also re-segment their referenced object.
+    (``batch.mask_weight``) into N = ``config.max_segments`` instance slots each, K of them
+    also re-segment their referenced object.
 
     Losses are filled when the batch carries targets: ``loss`` is the weighted sum,
     ``losses`` the unweighted terms (``text``, ``mask``, ``iou_pred`` and, when K > 0,
@@ -27,6 +28,9 @@ class SegLLMOutput:
     iou_predictions: torch.Tensor  # (M,) SAM's predicted IoU
     ref_rounds: torch.Tensor | None  # (K,) decoded rounds whose reference was decoded
     ref_masks: torch.Tensor | None  # (K, S, S) mask logits of the referenced object
+    slot_masks: torch.Tensor  # (M, N, S, S) every instance slot (slot 0 is ``masks``)
+    slot_ious: torch.Tensor  # (M, N) predicted IoU = presence score of each slot
+    plural_logits: torch.Tensor | None  # (M,) the query is plural (None: single-slot model)
     loss: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     mask_iou: torch.Tensor | None = None  # (M,)

@@ -9,12 +9,13 @@ SAM prompt/mask decoder; the mask encoder reuses the vision tower on masked crop
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -31,8 +32,11 @@ from segllm_ros.model.family import CONFIG_NAME, DEFAULT_FAMILY
 from segllm_ros.model.losses import LossWeights, add_losses
 from segllm_ros.model.outputs import SegLLMOutput
 from segllm_ros.model.sam import build_sam
+from segllm_ros.model.tokenizer import build_word_tokenizer
 
 WEIGHTS_NAME = "model.safetensors"
+MAX_SEGMENTS = 4
+"""Instance slots an answer can have: the mask tokens of SAM's decoder (1 + 3 multimask)."""
 
 
 class Projector(nn.Module):
@@ -136,6 +140,11 @@ class SegLLMModel(nn.Module):
         """Assemble as given: ``tokenizer`` holds the special tokens and ``llm``'s embedding
         table covers it (``build`` sees to both); the new parts get PyTorch's default init."""
         super().__init__()
+        if not 1 <= config.max_segments <= MAX_SEGMENTS:
+            raise ValueError(
+                f"max_segments must be 1..{MAX_SEGMENTS} (SAM's mask tokens), "
+                f"got {config.max_segments}"
+            )
         self.config = config
         self.tokenizer = tokenizer
         self.vision_tower = vision_tower
@@ -161,6 +170,9 @@ class SegLLMModel(nn.Module):
             nn.Parameter(torch.zeros(prompt_dim)) if config.dense_reference_prompt else None
         )
         self.turn_norm = nn.LayerNorm(hidden) if config.seg_turn_pooling else None
+        # Whether the query asks for every match (plural) or one object; with the slots'
+        # presence it decides the answer kind (segllm_ros.engine.answers.answer_kind).
+        self.plural_head = nn.Linear(hidden, 1) if config.max_segments > 1 else None
 
     @classmethod
     def build(
@@ -243,11 +255,27 @@ class SegLLMModel(nn.Module):
             )
         turn_mean = torch.einsum("rl,rlh->rh", batch.turn_pool, embeds[batch.seg_batch])
         seg_hidden = hidden[batch.seg_batch, batch.seg_pos]
-        prompts = self._seg_prompts(seg_hidden, turn_mean)
-        out = self._decode_rounds(
+        features = self._seg_features(seg_hidden, turn_mean)
+        prompts = self.seg_head(features)
+        rounds, low, slots, ious, ref_rounds, ref_masks = self._decode_rounds(
             batch, prompts, P.sam_embedding(self, batch.images), decode_references=w.reference > 0
         )
-        out = SegLLMOutput(logits, seg_hidden, prompts, *out, losses=losses)
+        plural = None if self.plural_head is None else self.plural_head(features[rounds])[:, 0]
+        out = SegLLMOutput(
+            logits,
+            seg_hidden,
+            prompts,
+            rounds,
+            low[:, :1],
+            slots[:, 0],
+            ious[:, 0],
+            ref_rounds,
+            ref_masks,
+            slots,
+            ious,
+            plural,
+            losses=losses,
+        )
         if batch.labels is not None and batch.targets is not None:
             add_losses(out, batch, w)
         return out
@@ -255,8 +283,9 @@ class SegLLMModel(nn.Module):
     def _decode_rounds(
         self, batch: Batch, prompts: torch.Tensor, sam_emb: torch.Tensor, decode_references: bool
     ) -> tuple:
-        """SAM on each image's decoded rounds (and their references): the mask fields of
-        ``SegLLMOutput``, in round order."""
+        """SAM on each image's decoded rounds (and their references): decoded rounds, low-res
+        slot logits, slot logits at SAM's input size, slot IoUs (all in round order) and the
+        referenced objects' rounds and masks (slot 0)."""
         size = self.config.sam.image_size
         rounds, low_res, masks, ious, ref_rounds, ref_masks = [], [], [], [], [], []
         for b in range(len(batch.images)):
@@ -270,14 +299,14 @@ class SegLLMModel(nn.Module):
                 slots.append(prompts[with_ref, 1])
                 dense = torch.cat([dense, batch.dense_ref[with_ref]])
             low, iou = self._decode_masks(sam_emb[b : b + 1], torch.cat(slots), dense)
-            up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+            up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
             rounds.append(idx)
             low_res.append(low[: idx.numel()])
             masks.append(up[: idx.numel()])
-            ious.append(iou[: idx.numel(), 0])
+            ious.append(iou[: idx.numel()])
             if len(slots) > 1:
                 ref_rounds.append(with_ref)
-                ref_masks.append(up[idx.numel() :])
+                ref_masks.append(up[idx.numel() :, 0])
         return (
             torch.cat(rounds),
             torch.cat(low_res),
@@ -349,20 +378,23 @@ class SegLLMModel(nn.Module):
         seg_hidden: torch.Tensor,
         turn_embeds: torch.Tensor,
         ref_masks: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference from one ``<seg>`` state (1, H) to the target slot's low-res mask logits
-        and IoU: seg head + SAM prompt/mask decoder."""
-        prompts = self._seg_prompts(seg_hidden, turn_embeds)[:, 0]
-        return self._decode_masks(sam_embedding, prompts, ref_masks)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inference from one ``<seg>`` state (1, H): seg head + SAM prompt/mask decoder ->
+        the instance slots' low-res mask logits (1, N, s, s), their IoU = presence (1, N),
+        and the plural logit (1, 1) (0 for a single-slot model: singular)."""
+        features = self._seg_features(seg_hidden, turn_embeds)
+        low, iou = self._decode_masks(sam_embedding, self.seg_head(features)[:, 0], ref_masks)
+        if self.plural_head is None:
+            return low, iou, torch.zeros_like(iou[:, :1])
+        return low, iou, self.plural_head(features)
 
     # -------------------------------------------------- parts of the graphs
-    def _seg_prompts(self, seg_hidden: torch.Tensor, turn_embeds: torch.Tensor) -> torch.Tensor:
-        """SAM prompt tokens (R, slots, T, C) from the ``<seg>`` states (R, H) and the mean
-        input embedding of each round's query tokens (R, H), used when ``seg_turn_pooling``
-        is on."""
+    def _seg_features(self, seg_hidden: torch.Tensor, turn_embeds: torch.Tensor) -> torch.Tensor:
+        """What the seg and plural heads read (R, H): the ``<seg>`` states plus, when
+        ``seg_turn_pooling`` is on, the mean input embedding of each round's query tokens."""
         if self.turn_norm is not None:
             seg_hidden = seg_hidden + self.turn_norm(turn_embeds)
-        return self.seg_head(seg_hidden)
+        return seg_hidden
 
     def _dense_prompt(self, ref_masks: torch.Tensor | None, batch: int) -> torch.Tensor:
         """SAM dense prompt: "no mask" embedding, plus the learned reference embedding where
@@ -378,16 +410,18 @@ class SegLLMModel(nn.Module):
     def _decode_masks(
         self, sam_embedding: torch.Tensor, prompts: torch.Tensor, ref_masks: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One image embedding (1, C, h, w), R prompts (R, T, C) -> low-res mask logits
-        (R, 1, 4h, 4w) and predicted IoU (R, 1)."""
+        """One image embedding (1, C, h, w), R prompts (R, T, C) -> low-res mask logits of
+        the first ``max_segments`` mask tokens (R, N, 4h, 4w) and their predicted IoU (R, N).
+        With N = 1 this is SAM's single-mask output."""
         dense = self._dense_prompt(ref_masks, prompts.shape[0])
-        return self.sam.mask_decoder(
+        masks, iou = self.sam.mask_decoder.predict_masks(
             image_embeddings=sam_embedding,
             image_pe=self.sam.prompt_encoder.get_dense_pe().to(self.dtype),
             sparse_prompt_embeddings=prompts,
             dense_prompt_embeddings=dense,
-            multimask_output=False,
         )
+        n = self.config.max_segments
+        return masks[:, :n], iou[:, :n]
 
     def to_precision(self, dtype: torch.dtype) -> SegLLMModel:
         """Cast weights to ``dtype``; SAM's random-Fourier positional encoding stays fp32
@@ -426,11 +460,16 @@ class SegLLMModel(nn.Module):
         return model.to(device).eval()
 
     @classmethod
-    def grown_from(cls, directory: str | Path, config: SegLLMConfig) -> SegLLMModel:
-        """The checkpoint in ``directory`` with more CNN context blocks (``config``), which
-        start as the identity: the grown model computes exactly what the checkpoint did, and
-        training goes on from there instead of from scratch. Any other difference is an
-        error."""
+    def grown_from(
+        cls, directory: str | Path, config: SegLLMConfig, vocabulary: Iterable[str] = ()
+    ) -> SegLLMModel:
+        """The checkpoint in ``directory`` grown, so training goes on from it instead of
+        from scratch: more CNN context blocks (they start as the identity), more instance
+        slots (SAM's mask tokens are in every checkpoint; the plural head starts at zero:
+        singular), and the words of ``vocabulary`` a word tokenizer lacks (their embeddings
+        start at the mean of the known ones; known words keep theirs). For every input the
+        checkpoint could take, the grown model's first slot computes what it did. Any other
+        difference is an error."""
         directory = Path(directory)
         old = SegLLMConfig.load(directory / CONFIG_NAME)
         # llm/vision as saved are complete HF dicts; their shapes are checked by the load below
@@ -439,24 +478,60 @@ class SegLLMModel(nn.Module):
             llm=old.llm,
             vision=old.vision,
             sam=replace(config.sam, cnn_context_layers=old.sam.cnn_context_layers),
+            max_segments=old.max_segments,
         )
         if rest != old:
             raise ValueError(
-                f"{directory}: a checkpoint can only grow CNN context blocks; "
-                "the rest of the config must match it"
+                f"{directory}: a checkpoint can only grow CNN context blocks, instance slots "
+                "and words; the rest of the config must match it"
             )
-        if config.sam.cnn_context_layers < old.sam.cnn_context_layers:
-            raise ValueError(
-                f"{directory} has {old.sam.cnn_context_layers} context blocks, "
-                f"the config asks for fewer ({config.sam.cnn_context_layers})"
-            )
-        model = cls.build(config, AutoTokenizer.from_pretrained(directory, trust_remote_code=False))
-        missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False)
-        new = {
-            f"sam.image_encoder.context.{i}."
-            for i in range(old.sam.cnn_context_layers, config.sam.cnn_context_layers)
-        }
-        stray = [k for k in missing if not k.startswith(tuple(new))] + unexpected
+        for key, new, was in (
+            ("context blocks", config.sam.cnn_context_layers, old.sam.cnn_context_layers),
+            ("instance slots", config.max_segments, old.max_segments),
+        ):
+            if new < was:
+                raise ValueError(f"{directory} has {was} {key}, the config asks for {new}")
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+        known = tokenizer.get_vocab()
+        new_words = sorted({w for w in vocabulary if w not in known})
+        if new_words:
+            tokenizer = build_word_tokenizer([*known, *new_words])
+        model = cls.build(config, tokenizer)
+        state = load_file(str(directory / WEIGHTS_NAME))
+        if new_words:
+            _remap_token_rows(state, known, tokenizer.get_vocab())
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        new = (
+            *(
+                f"sam.image_encoder.context.{i}."
+                for i in range(old.sam.cnn_context_layers, config.sam.cnn_context_layers)
+            ),
+            "plural_head.",
+        )
+        loaded = {id(p) for k, p in model.state_dict(keep_vars=True).items() if k in state}
+        params = model.state_dict(keep_vars=True)
+        stray = [
+            k for k in missing if not k.startswith(new) and id(params[k]) not in loaded
+        ] + unexpected
         if stray:
             raise ValueError(f"{directory}: weights do not match the config: {stray[:5]}")
+        if model.plural_head is not None and "plural_head.weight" not in state:
+            with torch.no_grad():
+                model.plural_head.weight.zero_()
+                model.plural_head.bias.zero_()
         return model.eval()
+
+
+def _remap_token_rows(state: dict[str, torch.Tensor], old: dict[str, int], new: dict[str, int]):
+    """Move the LLM's token-indexed tables (embeddings, LM head) of ``state`` from the
+    ``old`` vocabulary's ids to the ``new`` one's (in place); new words get the mean row."""
+    for name, table in list(state.items()):
+        if not name.startswith("llm.") or not name.endswith(
+            ("embed_tokens.weight", "lm_head.weight")
+        ):
+            continue
+        grown = table.mean(0, keepdim=True).repeat(len(new), 1)
+        for word, i in new.items():
+            if word in old:
+                grown[i] = table[old[word]]
+        state[name] = grown

@@ -119,9 +119,10 @@ class Runtime(ABC):
         seg_hidden: torch.Tensor,
         turn_embeds: torch.Tensor,
         ref_masks: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``<seg>`` state (1, hidden) + turn embedding (1, hidden) + referenced masks in SAM
-        input space (1, S, S) or None -> low-res target logits (1, 1, s, s), IoU (1, 1)."""
+        input space (1, S, S) or None -> low-res logits of the N instance slots
+        (1, N, s, s), their IoU = presence (1, N), plural logit (1, 1)."""
 
     @staticmethod
     @abstractmethod

@@ -137,7 +137,7 @@ class GraphRuntime(Runtime):
             turn_embeds=turn_embeds,
             ref_mask=ref_masks,
         )
-        return out["low_res_logits"], out["iou"]
+        return out["low_res_logits"], out["iou"], out["plural"]
 
     @staticmethod
     def cache_nbytes(cache: GraphCache) -> int:

@@ -40,10 +40,11 @@ def test_frame_features_and_reference_token_shapes():
     masks = torch.zeros(3, 96, 128, dtype=torch.bool)
     masks[:, 10:40, 20:60] = True
     assert reference_tokens(model, T.to_tensor(image), masks).shape == (6, hidden)
-    low, iou = model.decode_from_seg(
+    low, iou, plural = model.decode_from_seg(
         feats.sam_embedding, torch.randn(1, hidden), torch.randn(1, hidden), None
     )
     assert low.shape == (1, 1, 4 * emb, 4 * emb) and iou.shape == (1, 1)
+    assert plural.shape == (1, 1) and not plural.any()  # a single-slot model answers singular
 
 
 def test_gradients_reach_trainable_parts_only():

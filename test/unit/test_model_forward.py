@@ -108,6 +108,6 @@ def test_forward_computes_what_the_inference_path_computes():
             torch.testing.assert_close(seg, out.seg_hidden[r : r + 1], atol=1e-5, rtol=1e-5)
             turn = (batch.turn_pool[r][:, None] * embeds[0]).sum(0, keepdim=True)
             dense = batch.dense_ref[r][None] if batch.has_ref[r] else None
-            low, iou = rt.decode_masks(feats.sam_embedding, seg, turn, dense)
+            low, iou, _ = rt.decode_masks(feats.sam_embedding, seg, turn, dense)
             torch.testing.assert_close(low, out.low_res_masks[r : r + 1], atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(iou[0], out.iou_predictions[r : r + 1], atol=1e-5, rtol=1e-5)

@@ -58,8 +58,10 @@ from functools import cache
 import cv2
 import numpy as np
 
+from segllm_ros.engine.answers import AMBIGUOUS, ONE
 from segllm_ros.engine.references import REFERENCE_FORMS, format_reference
 from segllm_training.relations import OVERLAP, RELATIONS, SAME, positional_relation
+from segllm_training.tabletop import answer_kinds as AK
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 """Shapes with distinct silhouettes even at 18 px: round, cornered, pointed, concave."""
@@ -125,6 +127,23 @@ class TabletopConfig:
     Why: the mirror image of ``same_shape_prob``; a prompt trained on same-shape scenes alone
     leans on colour and misses "the red square" for the red circle. 0 draws nothing extra."""
 
+    plural_weight: float = 0.0
+    """Weight of plural rounds ("all the red objects", "the crosses", "both red circles"):
+    every match is the answer (MANY). Like the other new-kind weights, 0 draws nothing extra,
+    so default datasets stay as they were."""
+
+    ambiguous_weight: float = 0.0
+    """Weight of "the {name}" for a twin (AMBIGUOUS: both are candidates); the next round is
+    always the operator's reply that picks one ("the left one", "<candidate 2>")."""
+
+    absent_weight: float = 0.0
+    """Weight of rounds naming what is not on the table (NONE)."""
+
+    @property
+    def answer_kinds(self) -> bool:
+        """Whether conversations have rounds of the other answer kinds (MANY/AMBIGUOUS/NONE)."""
+        return bool(self.plural_weight or self.ambiguous_weight or self.absent_weight)
+
     def __post_init__(self) -> None:
         """Fail early on settings the generator cannot honour."""
         if not 2 <= self.min_objects <= self.max_objects:
@@ -151,6 +170,8 @@ class TabletopConfig:
             raise ValueError("same_shape_prob + same_colour_prob must not exceed 1")
         if self.twin_describe_weight <= 0:
             raise ValueError("twin_describe_weight must be positive")
+        if min(self.plural_weight, self.ambiguous_weight, self.absent_weight) < 0:
+            raise ValueError("answer-kind weights must not be negative")
 
 
 @dataclass(eq=False)
@@ -201,7 +222,8 @@ class Scene:
 
 @dataclass
 class Round:
-    """One operator request: ``target`` indexes ``Scene.objects``; ``ref_rounds`` are 1-based."""
+    """One operator request: ``target`` indexes ``Scene.objects`` (-1 when the answer is not
+    one object: then ``targets`` lists them, in reading order); ``ref_rounds`` are 1-based."""
 
     query: str
     target: int
@@ -211,6 +233,13 @@ class Round:
     ref_form: str | None = None
     """How the referenced round is named in ``query`` (a :data:`REF_FORMS` entry, or
     ``"implicit"`` for "the other {name}"); None when the round references nothing."""
+    targets: list[int] = field(default_factory=list)
+    answer: str = ONE  # the answer kind (segllm_ros.engine.answers)
+    plural: bool = False
+
+    def __post_init__(self) -> None:
+        if self.target >= 0 and not self.targets:
+            self.targets = [self.target]
 
 
 @dataclass(eq=False)
@@ -262,6 +291,7 @@ def vocabulary(cfg: TabletopConfig | None = None) -> list[str]:
             for k in range(1, cfg.max_rounds + 1)
             for form in REFERENCE_FORMS
         ),
+        *(AK.WORDS if cfg.answer_kinds else ()),
     ]
     words = {tok for text in texts for tok in tokenize(text)} - {"x", "y"}
     return sorted(words)
@@ -447,6 +477,8 @@ def _candidates(scene: Scene, rounds: list[Round]) -> dict[str, list[tuple[int, 
     cands["describe"] = [(i, 0) for i in (fresh or [i for i in range(n_obj) if i != last])]
     for k, rnd in enumerate(rounds, start=1):
         ref_target = rnd.target
+        if ref_target < 0:  # a MANY/AMBIGUOUS/NONE round: no one object to refer to
+            continue
         for i in range(n_obj):
             if i in (ref_target, last):
                 continue
@@ -467,18 +499,27 @@ def _sample_round(
     rng: np.random.Generator, scene: Scene, rounds: list[Round], cfg: TabletopConfig
 ) -> Round | None:
     """Pick a kind among those with candidates, then a candidate, then render its text."""
+    if rounds and rounds[-1].answer == AMBIGUOUS:
+        return _clarify_round(rng, scene, rounds[-1])
     cands = _candidates(scene, rounds)
     kinds = [kind for kind in KINDS if cands[kind]]
+    extra = _answer_kind_options(scene, cfg)
+    kinds += [kind for kind in extra if extra[kind][1]]
     if not kinds:
         return None
     used = {kind: sum(rnd.kind == kind for rnd in rounds) for kind in kinds}
     weights = np.array(
         [
-            _KIND_WEIGHTS[kind] * (_REPEAT_DECAY ** used[kind] if kind in ("other", "again") else 1)
+            extra[kind][0]
+            if kind in extra
+            else _KIND_WEIGHTS[kind]
+            * (_REPEAT_DECAY ** used[kind] if kind in ("other", "again") else 1)
             for kind in kinds
         ]
     )
     kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+    if kind in extra:
+        return _answer_kind_round(rng, scene, kind, extra[kind][1])
     options = cands[kind]
     if kind == "describe":
         w = np.array(
@@ -507,6 +548,40 @@ def _sample_round(
     return Round(f"{ref} again", target, [k], kind, twin is not None, form)
 
 
+def _answer_kind_options(scene: Scene, cfg: TabletopConfig) -> dict[str, tuple[float, list]]:
+    """Weight and options of the answer-kind rounds the config asks for (none by default,
+    so a default config draws exactly what it did before)."""
+    options: dict[str, tuple[float, list]] = {}
+    if cfg.plural_weight:
+        options["plural"] = (cfg.plural_weight, AK.plural_options(scene))
+    if cfg.ambiguous_weight:
+        options["ambiguous"] = (cfg.ambiguous_weight, AK.ambiguous_options(scene))
+    if cfg.absent_weight:
+        options["absent"] = (cfg.absent_weight, AK.absent_options(scene, SHAPES, tuple(COLORS)))
+    return options
+
+
+def _clarify_round(rng: np.random.Generator, scene: Scene, asked: Round) -> Round:
+    """The operator's reply to an AMBIGUOUS round: it picks one of the candidates."""
+    reply, chosen = AK.clarify_reply(rng, scene, asked.targets)
+    return Round(reply, chosen, [], "clarify")
+
+
+def _answer_kind_round(rng: np.random.Generator, scene: Scene, kind: str, options: list) -> Round:
+    """A plural, ambiguous or absent round from one of its options."""
+    option = options[int(rng.integers(len(options)))]
+    answer = AK.KIND_ANSWERS[kind]
+    if kind == "plural":
+        phrases, members = option
+        query = phrases[int(rng.integers(len(phrases)))]
+        return Round(query, -1, [], kind, targets=members, answer=answer, plural=True)
+    if kind == "ambiguous":
+        name = scene.objects[option[0]].name
+        return Round(f"the {name}", -1, [], kind, targets=option, answer=answer)
+    query, plural = option
+    return Round(query, -1, [], kind, answer=answer, plural=plural)
+
+
 def generate_conversation(
     rng: np.random.Generator, cfg: TabletopConfig | None = None
 ) -> TabletopConversation:
@@ -520,6 +595,11 @@ def generate_conversation(
         if rnd is None:
             break
         rounds.append(rnd)
+    if rounds and rounds[-1].answer == AMBIGUOUS:  # a question is always answered
+        if len(rounds) < cfg.max_rounds:
+            rounds.append(_clarify_round(rng, scene, rounds[-1]))
+        else:
+            rounds.pop()
     return TabletopConversation(scene=scene, rounds=rounds)
 
 

@@ -7,20 +7,39 @@ them.
 
 from __future__ import annotations
 
-from segllm_training.tabletop.scenes import TabletopConversation
+import numpy as np
+
+from segllm_training.tabletop.scenes import Round, Scene, TabletopConversation
 from segllm_training.trainer.batch import Sample, SampleRound
 
 EVAL_SEED = 1_000_003
 """Seed of the held-out conversations (evaluation, ablation, shape probe)."""
 
 
+def sample_round(scene: Scene, rnd: Round) -> SampleRound:
+    """A round's training targets: the union of its objects (what later rounds refer to)
+    and, for rounds that are not one object, each object in reading order."""
+    masks = [scene.target_mask(i) for i in rnd.targets]
+    union = np.zeros(scene.image.shape[:2], dtype=bool)
+    for mask in masks:
+        union |= mask
+    single = len(rnd.targets) == 1 and not rnd.plural
+    return SampleRound(
+        rnd.query,
+        list(rnd.ref_rounds),
+        union,
+        instances=None if single else masks,
+        plural=rnd.plural,
+    )
+
+
 def to_sample(conv: TabletopConversation) -> Sample:
-    """The whole conversation as a training sample: every round has a mask loss and the model
-    draws the reference-token dropout."""
+    """The whole conversation as a training sample: every round but the replies to "which
+    one?" has a mask loss (the engine, not the model, resolves a reply to a candidate), and
+    the model draws the reference-token dropout."""
+    decoded = [i for i, r in enumerate(conv.rounds) if r.kind != "clarify"]
     return Sample(
         conv.scene.image,
-        [
-            SampleRound(r.query, list(r.ref_rounds), conv.scene.target_mask(r.target))
-            for r in conv.rounds
-        ],
+        [sample_round(conv.scene, r) for r in conv.rounds],
+        mask_rounds=None if len(decoded) == len(conv.rounds) else decoded,
     )

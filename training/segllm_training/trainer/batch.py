@@ -26,6 +26,15 @@ class SampleRound:
     # Masks given in the user turn itself (MRSeg-hard's "[encode X] the other <class>"):
     # encoded after the referenced rounds' masks, exactly like them.
     input_masks: list[np.ndarray] = field(default_factory=list)
+    # The answer's objects in reading order (multi-segment models: one per slot; ``mask`` is
+    # their union); None = the one object ``mask`` (empty list: the answer is "not there").
+    instances: list[np.ndarray] | None = None
+    plural: bool = False  # the query asks for every match
+
+    def slot_masks(self) -> list[np.ndarray]:
+        if self.instances is None:
+            return [self.mask] if self.mask.any() else []
+        return self.instances
 
     def reference_masks(self, round_masks: list[torch.Tensor]) -> list[torch.Tensor]:
         """The masks this round's reference input encodes, in order."""
@@ -50,6 +59,8 @@ def collate(samples: list[Sample], model) -> Batch:
     seqs, labels, seg_batch, seg_pos, spans = [], [], [], [], []
     ref_masks, targets, dense, first, has_ref = [], [], [], [], []
     mask_weight: list[bool] = []
+    n_slots = cfg.max_segments
+    slot_targets, slot_present, plural = [], [], []
     for b, sample in enumerate(samples):
         hw = sample.image.shape[:2]
         masks = [torch.from_numpy(r.mask) for r in sample.rounds]
@@ -81,6 +92,15 @@ def collate(samples: list[Sample], model) -> Batch:
             dense.append(in_space[1:].any(0) if earlier else torch.zeros(size, size, dtype=bool))
             first.append(in_space[1] if earlier else torch.zeros(size, size, dtype=bool))
             has_ref.append(bool(earlier))
+            if n_slots > 1:
+                objects = rnd.slot_masks()[:n_slots]
+                slots = torch.zeros(n_slots, size, size, dtype=torch.bool)
+                if objects:
+                    stacked = torch.from_numpy(np.stack(objects)).float()
+                    slots[: len(objects)] = T.resize_to_input_frame(stacked, hw, size) > 0.5
+                slot_targets.append(slots)
+                slot_present.append(torch.arange(n_slots) < len(objects))
+                plural.append(rnd.plural)
             mask_weight.append(sample.mask_rounds is None or i in sample.mask_rounds)
         seqs.append(ids)
         labels.append(lab)
@@ -118,4 +138,7 @@ def collate(samples: list[Sample], model) -> Batch:
         torch.tensor(has_ref),
         torch.tensor(mask_weight),
         keep,
+        torch.stack(slot_targets).float() if slot_targets else None,
+        torch.stack(slot_present) if slot_present else None,
+        torch.tensor(plural) if plural else None,
     )

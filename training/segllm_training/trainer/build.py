@@ -41,6 +41,7 @@ DEFAULT_TRAINABLE = (
     "sam.prompt_encoder",
     "reference_embed",
     "turn_norm",
+    "plural_head",
 )
 LLM_MODES = ("lora", "full", "frozen")
 
@@ -129,7 +130,7 @@ def build_model(src: ModelSource, vocabulary: Iterable[str] = ()) -> SegLLMModel
         sam = dataclasses.replace(sam_config(src.sam_variant), **(src.sam or {}))
         model = from_llava(src.llava, src.sam_checkpoint, sam, **src.overrides)
     elif src.grow_from:
-        model = SegLLMModel.grown_from(src.grow_from, model_config(src))
+        model = SegLLMModel.grown_from(src.grow_from, model_config(src), vocabulary)
     else:
         cfg = model_config(src)
         model = SegLLMModel.build(cfg, word_tokenizer(cfg, vocabulary))
