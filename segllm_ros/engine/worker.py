@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from segllm_ros.engine.answers import AMBIGUOUS, NONE
 from segllm_ros.engine.engine import (
     RoundCancelled,
     RoundResult,
@@ -44,6 +45,7 @@ class Status(IntEnum):
     MODEL_ERROR = 7
     CANCELED = 8
     NOT_FOUND = 9
+    AMBIGUOUS = 10
 
 
 class ImagePolicy(IntEnum):
@@ -96,6 +98,16 @@ class WorkerConfig:
     stamp_tolerance_s: float = 0.05
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_id_chars: int = 256  # conversation_id / request_id
+
+
+def answer_status(result: RoundResult) -> tuple[Status, str]:
+    """The status and message of a round the model answered: ambiguous and absent objects
+    are answers too, but the operator must see them without reading ``answer_kind``."""
+    if result.kind == NONE:
+        return Status.NOT_FOUND, f"nothing in the frame matches '{result.query}'"
+    if result.kind == AMBIGUOUS:
+        return Status.AMBIGUOUS, result.text  # the clarifying question
+    return Status.OK, ""
 
 
 class _Refused(Exception):
@@ -239,9 +251,7 @@ class QueryWorker:
                 queue_ms=queue_ms,
             )
         model_ms = (time.perf_counter() - start) * 1e3
-        status, message = Status.OK, ""
-        if not result.found:
-            status, message = Status.NOT_FOUND, "the model produced no mask for this query"
+        status, message = answer_status(result)
         return Outcome(q, status, message, result, result.frame, queue_ms, model_ms)
 
     # ---------------------------------------------------------------- frames

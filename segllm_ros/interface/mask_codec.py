@@ -25,6 +25,7 @@ warnings.filterwarnings("ignore", message=r"__array__ implementation doesn't acc
 
 __all__ = [
     "DEFAULT_COLORS",
+    "answer_overlay",
     "box_to_roi",
     "fill_mask_msg",
     "mask_iou",
@@ -242,3 +243,10 @@ def overlay(
                 cv2.LINE_AA,
             )
     return out
+
+
+def answer_overlay(rgb: np.ndarray, masks: Sequence[np.ndarray], query: str) -> np.ndarray:
+    """An answer's objects on its frame: one object labelled with the query, several numbered
+    1, 2, ... in the given (reading) order, the numbers a clarifying question uses."""
+    labels = [query] if len(masks) == 1 else [str(i) for i in range(1, len(masks) + 1)]
+    return overlay(rgb, masks, labels=labels)

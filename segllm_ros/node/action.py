@@ -22,6 +22,10 @@ from segllm_ros.action import Segment
 from segllm_ros.engine.worker import Job, Outcome, Query, QueryWorker, Status
 from segllm_ros.msg import SegmentationQuery, SegmentationResult
 
+#: Statuses that answer the query (the goal succeeds): an absent object or a question back is
+#: an answer, not a failure of the action.
+ANSWERED = frozenset({Status.OK, Status.NOT_FOUND, Status.AMBIGUOUS})
+
 
 class SegmentAction:
     """Wires the action server to the worker the node currently has (None = not active)."""
@@ -94,7 +98,7 @@ class SegmentAction:
         """Runs on the executor once the worker has answered: terminal state + result."""
         if outcome.status == Status.CANCELED and goal_handle.is_cancel_requested:
             goal_handle.canceled()
-        elif outcome.status in (Status.OK, Status.NOT_FOUND):
+        elif outcome.status in ANSWERED:
             goal_handle.succeed()
         else:
             goal_handle.abort()

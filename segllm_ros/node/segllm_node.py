@@ -19,26 +19,23 @@ import gc
 import uuid
 from dataclasses import replace
 
-import numpy as np
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
-from std_msgs.msg import Header, String
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
 
 from segllm_ros.engine.engine import load_engine
 from segllm_ros.engine.worker import Job, Outcome, Query, QueryWorker, WorkerConfig
 from segllm_ros.interface.frame_buffer import FrameBuffer, stamp_to_ns
-from segllm_ros.interface.image_codec import fill_image_msg
-from segllm_ros.interface.mask_codec import box_to_roi, fill_mask_msg, overlay
 from segllm_ros.msg import SegmentationQuery, SegmentationResult
 from segllm_ros.node.action import SegmentAction
 from segllm_ros.node.diagnostics import Health, LatencyStats, diagnostic_array
 from segllm_ros.node.params import NodeParams, check_change
+from segllm_ros.node.results import answer_mask_msg, overlay_msg, result_msg
 from segllm_ros.node.ros_logging import forward_python_logs
 from segllm_ros.paths import default_model_path
 from segllm_ros.srv import ResetConversation
@@ -47,10 +44,6 @@ from segllm_ros.srv import ResetConversation
 # callback only validates and enqueues, so the reader history drains at once.
 QUERY_DEPTH = 1000
 DIAGNOSTICS_PERIOD_S = 1.0
-
-
-def _ns_to_time(ns: int) -> Time:
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 def _worker_config(p: NodeParams) -> WorkerConfig:
@@ -227,7 +220,7 @@ class SegLLMNode(LifecycleNode):
             self,
             lambda: self.worker if self._active else None,
             self._query_from_msg,
-            self._result_msg,
+            result_msg,
             self._publish,
             ReentrantCallbackGroup(),
         )
@@ -298,36 +291,15 @@ class SegLLMNode(LifecycleNode):
         return response
 
     # ------------------------------------------------------------- publishing
-    def _result_msg(self, o: Outcome) -> SegmentationResult:
-        msg = SegmentationResult()
-        q, r = o.query, o.result
-        msg.conversation_id, msg.request_id, msg.query = (q.conversation_id, q.request_id, q.text)
-        msg.status, msg.message = int(o.status), o.message
-        msg.latency_ms, msg.queue_ms, msg.model_ms = o.latency_ms, o.queue_ms, o.model_ms
-        if o.frame is not None:
-            msg.header = Header(stamp=_ns_to_time(o.frame.stamp_ns), frame_id=o.frame.frame_id)
-        if r is not None:
-            msg.round_index, msg.text, msg.ref_rounds = r.round_index, r.text, r.ref_rounds
-            msg.found, msg.score = r.found, r.score
-            fill_mask_msg(msg.mask, r.mask)
-            msg.mask.header = msg.header
-            if r.box is not None:
-                x, y, w, h = box_to_roi(r.box)
-                msg.box = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h)
-        return msg
-
     def _publish(self, outcome: Outcome) -> None:
         """Result always; mask and overlay only while someone subscribes to them."""
-        msg = self._result_msg(outcome)
+        msg = result_msg(outcome)
         self.result_pub.publish(msg)
-        if outcome.result is None:
+        r = outcome.result
+        if r is None:
             return
         self.latency.add(outcome.latency_ms)
         if self.mask_pub.get_subscription_count() > 0:
-            self.mask_pub.publish(msg.mask)
+            self.mask_pub.publish(answer_mask_msg(r, msg))
         if self.params.publish_overlay and self.overlay_pub.get_subscription_count() > 0:
-            r = outcome.result
-            image = overlay(np.asarray(r.frame.image), [r.mask], labels=[r.query])
-            out = fill_image_msg(Image(), image, "rgb8")
-            out.header = msg.header
-            self.overlay_pub.publish(out)
+            self.overlay_pub.publish(overlay_msg(r, msg.header))

@@ -20,6 +20,7 @@ from xml.etree import ElementTree
 
 import yaml
 
+from segllm_ros.engine.answers import ANSWER_KINDS
 from segllm_ros.engine.worker import ImagePolicy, Status
 from segllm_ros.launch_args import OVERRIDES
 from segllm_ros.msg import SegmentationQuery, SegmentationResult
@@ -422,7 +423,7 @@ def test_cmake_asks_for_the_wheel_prefix_only_without_a_sourced_ros(tmp_path):
     assert not _configure_runs_the_prefix_lookup(tmp_path, sourced)
 
 
-def _constants(msg_class, prefix: str) -> dict[str, int]:
+def _constants(msg_class, prefix: str) -> dict[str, int | str]:
     # rosidl puts message constants into the class namespace (Metaclass.__prepare__).
     return {
         name.removeprefix(prefix): value
@@ -434,3 +435,7 @@ def _constants(msg_class, prefix: str) -> dict[str, int]:
 def test_status_constants_mirror_the_message():
     assert {m.name: m.value for m in Status} == _constants(SegmentationResult, "STATUS_")
     assert {m.name: m.value for m in ImagePolicy} == _constants(SegmentationQuery, "IMAGE_")
+
+
+def test_answer_kind_constants_mirror_the_engine():
+    assert _constants(SegmentationResult, "KIND_") == {k.upper(): k for k in ANSWER_KINDS}

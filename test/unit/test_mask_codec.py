@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from segllm_ros.interface.mask_codec import (
+    answer_overlay,
     box_to_roi,
     fill_mask_msg,
     mask_iou,
@@ -173,3 +174,34 @@ def test_overlay_multiple_masks_labels_and_empty() -> None:
 def test_overlay_rejects_mismatched_mask() -> None:
     with pytest.raises(ValueError, match="resize"):
         overlay(np.zeros((4, 4, 3), np.uint8), [np.zeros((5, 5), bool)])
+
+
+def _two_objects() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rgb = np.full((120, 160, 3), 40, dtype=np.uint8)
+    left = np.zeros((120, 160), dtype=bool)
+    right = np.zeros((120, 160), dtype=bool)
+    left[60:100, 10:50] = True
+    right[30:70, 100:150] = True
+    return rgb, left, right
+
+
+def test_answer_overlay_numbers_every_segment_at_its_box() -> None:
+    rgb, left, right = _two_objects()
+    out = answer_overlay(rgb, [left, right], "the red circles")
+    np.testing.assert_array_equal(out, overlay(rgb, [left, right], labels=["1", "2"]))
+    # The labels are what differs from the unlabelled overlay: one patch at each box's
+    # top-left corner, nothing elsewhere.
+    label_pixels = (out != overlay(rgb, [left, right])).any(axis=2)
+    ys, xs = np.nonzero(label_pixels)
+    near_left = (abs(xs - 10) < 20) & (abs(ys - 60) < 20)
+    near_right = (abs(xs - 100) < 20) & (abs(ys - 30) < 20)
+    assert near_left.any() and near_right.any()
+    assert (near_left | near_right).all()
+
+
+def test_answer_overlay_labels_a_single_object_with_the_query() -> None:
+    rgb, left, _ = _two_objects()
+    out = answer_overlay(rgb, [left], "the red circle")
+    np.testing.assert_array_equal(out, overlay(rgb, [left], labels=["the red circle"]))
+    assert not np.array_equal(out, overlay(rgb, [left], labels=["1"]))
+    np.testing.assert_array_equal(answer_overlay(rgb, [], "the mug"), rgb)  # nothing found

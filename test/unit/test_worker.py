@@ -11,6 +11,7 @@ import pytest
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 
+from segllm_ros.engine.answers import AMBIGUOUS, MANY, NONE, ONE
 from segllm_ros.engine.engine import RoundCancelled, RoundResult
 from segllm_ros.engine.frames import UnsupportedFrameError
 from segllm_ros.engine.history import Frame, Round
@@ -29,6 +30,7 @@ from segllm_ros.interface.frame_buffer import FrameBuffer
 from segllm_ros.interface.image_codec import fill_image_msg
 
 NOW_NS = 100 * 10**9
+QUESTION = "2 objects match 'the red cup': 1 on the left, 2 on the right. Which one?"
 
 
 class FakeEngine:
@@ -38,7 +40,7 @@ class FakeEngine:
         self.store = ConversationStore()
         self.calls: list[dict] = []
         self.fail: BaseException | None = None
-        self.found = True
+        self.kind = ONE  # what every round answers
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
@@ -63,11 +65,15 @@ class FakeEngine:
         if reset_before:
             self.store.reset(cid)
         conv = self.store.get(cid) or self.store.new_conversation(cid)
+        found = self.kind != NONE
         mask = np.zeros((frame.height, frame.width), bool)
-        mask[0, 0] = self.found
-        rnd = Round.from_mask(conv.num_rounds + 1, text, "ok", [], mask, 0.9, frame)
+        mask[0, 0] = found
+        answer = QUESTION if self.kind == AMBIGUOUS else "ok"
+        rnd = Round.from_mask(conv.num_rounds + 1, text, answer, [], mask, 0.9, frame)
         self.store.add_round(conv, rnd, frame)
-        return RoundResult(cid, rnd.index, text, "ok", [], self.found, mask, rnd.box, 0.9, frame)
+        return RoundResult(
+            cid, rnd.index, text, answer, [], found, mask, rnd.box, 0.9, frame, kind=self.kind
+        )
 
 
 def image_msg(stamp_ns: int, value: int = 0) -> Image:
@@ -234,10 +240,23 @@ def test_engine_errors_become_statuses_and_the_worker_goes_on(
     assert harness.wait(2)[1].status == Status.OK
 
 
-def test_not_found(harness: Harness) -> None:
-    harness.engine.found = False
+@pytest.mark.parametrize(
+    ("kind", "status", "message"),
+    [
+        (ONE, Status.OK, ""),
+        (MANY, Status.OK, ""),
+        (NONE, Status.NOT_FOUND, "nothing in the frame matches 'the red cup'"),
+        (AMBIGUOUS, Status.AMBIGUOUS, QUESTION),
+    ],
+)
+def test_answer_kinds_become_statuses(
+    harness: Harness, kind: str, status: Status, message: str
+) -> None:
+    harness.engine.kind = kind
     harness.submit()
-    assert harness.wait(1)[0].status == Status.NOT_FOUND
+    outcome = harness.wait(1)[0]
+    assert (outcome.status, outcome.message) == (status, message)
+    assert outcome.result.kind == kind
 
 
 def test_cancel_while_queued_and_while_running(harness: Harness) -> None:
