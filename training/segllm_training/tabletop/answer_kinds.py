@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from segllm_ros.engine.answers import AMBIGUOUS, MANY, NONE, ONE, reading_order
+from segllm_ros.engine.clarify import format_candidate
 
 PLURALS: dict[str, str] = {
     "circle": "circles",
@@ -24,7 +25,8 @@ MAX_MATCHES = 4
 """Largest answer a plural round asks for: the model's instance slots (SAM's mask tokens)."""
 
 WORDS: tuple[str, ...] = (
-    "all the objects both one <candidate 1> <candidate 2> <candidate 3> <candidate 4>",
+    "all the objects both one",
+    *(format_candidate(k) for k in range(1, MAX_MATCHES + 1)),
     *PLURALS.values(),
     *ORDINALS,
 )
@@ -102,7 +104,7 @@ def clarify_reply(rng: np.random.Generator, scene, candidates: list[int]) -> tup
     elif form == 2:
         reply = f"the {ORDINALS[pick]} one"
     else:
-        reply = f"<candidate {pick + 1}>"
+        reply = format_candidate(pick + 1)
     return reply, candidates[pick]
 
 
