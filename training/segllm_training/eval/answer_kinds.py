@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segllm_ros.engine.answers import AMBIGUOUS, MANY, NONE, ONE
+from segllm_ros.engine.clarify import format_candidate
 from segllm_ros.engine.engine import SegLLMEngine
 from segllm_ros.engine.history import Frame
+from segllm_ros.engine.references import BadReferenceError
 from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_dataset
 from segllm_training.tabletop.stream import EVAL_SEED
 
@@ -52,6 +54,7 @@ class AnswerKindReport:
     none: list[bool] = field(default_factory=list)
     present_as_none: list[bool] = field(default_factory=list)
     clarify: list[bool] = field(default_factory=list)
+    clarify_refused: int = 0  # replies the engine refused: they do not single out a candidate
     single_iou: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, float | int]:
@@ -72,6 +75,7 @@ class AnswerKindReport:
             "false_none": share(self.present_as_none),
             "clarify_resolved": share(self.clarify),
             "clarify_n": len(self.clarify),
+            "clarify_refused": self.clarify_refused,
         }
 
     def failed_bars(self) -> dict[str, float]:
@@ -94,9 +98,20 @@ def evaluate_answer_kinds(
         frame = Frame.create(conv.scene.image, zlib.crc32(cid.encode()) + 1, "tabletop")
         masks = [conv.scene.target_mask(i) for i in range(len(conv.scene.objects))]
         try:
-            for rnd in conv.rounds:
-                result = engine.segment(cid, rnd.query, frame, ref_rounds=rnd.ref_rounds)
+            for r, rnd in enumerate(conv.rounds):
                 targets = [masks[i] for i in rnd.targets]
+                try:
+                    result = engine.segment(cid, rnd.query, frame, ref_rounds=rnd.ref_rounds)
+                except BadReferenceError:  # e.g. "the bottom one" of two candidates side by side
+                    if rnd.kind != "clarify":
+                        raise
+                    # The node asked for a number instead: the operator gives it, and the
+                    # reply counts as not resolved.
+                    report.clarify.append(False)
+                    report.clarify_refused += 1
+                    number = conv.rounds[r - 1].targets.index(rnd.target) + 1
+                    engine.segment(cid, format_candidate(number), frame)
+                    continue
                 if rnd.kind != "clarify" and rnd.answer != NONE:
                     report.present_as_none.append(result.kind == NONE)
                 if rnd.kind == "clarify":

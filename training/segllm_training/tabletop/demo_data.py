@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from segllm_ros.engine.answers import AMBIGUOUS, MANY, NONE
+from segllm_ros.engine.clarify import resolve_clarification
 from segllm_ros.engine.references import format_reference
 from segllm_ros.interface.mask_codec import mask_to_rle
 from segllm_training.relations import OVERLAP, SAME, positional_relation
@@ -257,6 +258,10 @@ def _verify_answer_kind(scene: Scene, rounds: list[Round], r: int) -> None:
         assert asked.kind == "ambiguous" and rnd.target in asked.targets
         side = AK.side_words(scene, asked.targets)[asked.targets.index(rnd.target)]
         assert rnd.query == f"the {side} one"
+        boxes = [objects[i].box for i in asked.targets]
+        assert asked.targets[resolve_clarification(rnd.query, boxes)] == rnd.target, (
+            f"round {r}: the engine reads {rnd.query!r} as another candidate"
+        )
     elif rnd.kind == "plural":
         options = {q: m for phrases, m in AK.plural_options(scene) for q in phrases}
         assert options.get(rnd.query) == rnd.targets, f"round {r}: {rnd.query!r}"
