@@ -118,8 +118,9 @@ def test_onnx_parity_six_round_conversation(model, ort_runtime, conversation, ge
     got, decoded, logits = converse(ort_runtime, conversation, generate_text=generate_text)
     assert len(got) == 6 and sum(r.found for r in ref) >= 5
     ious, mask_diffs = [], []
-    for a, b, (la, _), (lb, _) in zip(ref, got, ref_decoded, decoded, strict=True):
+    for a, b, (la, *_), (lb, *_) in zip(ref, got, ref_decoded, decoded, strict=True):
         assert (b.round_index, b.ref_rounds, b.text) == (a.round_index, a.ref_rounds, a.text)
+        assert (b.kind, len(b.segments)) == (a.kind, len(a.segments))
         ious.append(mask_iou(a.mask, b.mask))
         mask_diffs.append(float((la - lb).abs().max()))
         assert b.score == pytest.approx(a.score, abs=1e-4)

@@ -5,6 +5,7 @@ family needs."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -64,10 +65,14 @@ def test_precision_names_map_to_dtypes_once():
         load_runtime(str(DEMO_MODEL), precision="fp64")
 
 
-def test_checkpoints_without_a_family_are_segllm_sam():
-    assert "family" not in json.loads((DEMO_MODEL / "config.json").read_text())
-    assert family.checkpoint_family(DEMO_MODEL) == family.DEFAULT_FAMILY == "segllm-sam"
-    assert type(family.load_pretrained(DEMO_MODEL)) is SegLLMModel
+def test_checkpoints_without_a_family_are_segllm_sam(tmp_path):
+    legacy = tmp_path / "legacy"
+    shutil.copytree(DEMO_MODEL, legacy)
+    config = json.loads((legacy / "config.json").read_text())
+    del config["family"]  # saved before families existed
+    (legacy / "config.json").write_text(json.dumps(config))
+    assert family.checkpoint_family(legacy) == family.DEFAULT_FAMILY == "segllm-sam"
+    assert type(family.load_pretrained(legacy)) is SegLLMModel
 
 
 def test_unknown_family_lists_the_choices(tmp_path):
