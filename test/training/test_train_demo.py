@@ -24,6 +24,7 @@ from segllm_training.trainer.losses import forward_batch
 
 STAGE1 = ROOT / "config" / "train" / "demo_stage1.yaml"
 STAGE2 = ROOT / "config" / "train" / "demo_stage2.yaml"
+STAGES_3_4 = [ROOT / "config" / "train" / f"demo_stage{k}.yaml" for k in (3, 4)]
 FAST = ["threads=1", "checkpoint_every=1000"]
 
 
@@ -118,22 +119,22 @@ def test_demo_trainer_loss_falls_and_iou_rises(tmp_path):
 
 
 def _recipe(out, seed: int = 0) -> None:
-    """Both stages of the recipe, 3 steps each, the second grown from the first."""
+    """The four stages of the recipe, 3 steps each, each grown from the one before."""
     short = [*FAST, "per_device_batch=2", "max_steps=3", "optim.warmup_steps=1"]
     train(TrainConfig.load(STAGE1, [*short, f"seed={seed}"]), out / "stage1", progress=False)
-    train(
-        TrainConfig.load(STAGE2, [*short, f"model.grow_from={out / 'stage1' / 'final'}"]),
-        out / "stage2",
-        progress=False,
-    )
+    for k, config in enumerate([STAGE2, *STAGES_3_4], start=2):
+        grow = f"model.grow_from={out / f'stage{k - 1}' / 'final'}"
+        train(TrainConfig.load(config, [*short, grow]), out / f"stage{k}", progress=False)
 
 
 def test_a_rerun_gives_the_same_weights(tmp_path):
-    """Step-limited runs with one seed and thread count are bitwise reproducible in both
-    stages of the recipe (from scratch, then grown from the first); another seed is not."""
+    """Step-limited runs with one seed and thread count are bitwise reproducible in all four
+    stages of the recipe (from scratch, then each grown from the one before: context blocks,
+    then instance slots, the plural head and new words); another seed is not."""
     for name in ("a", "b"):
         _recipe(tmp_path / name)
-    for stage in ("stage1", "stage2"):
+    assert "plural_head.weight" in weights(tmp_path / "a" / "stage4" / "final")
+    for stage in ("stage1", "stage2", "stage3", "stage4"):
         a, b = (weights(tmp_path / run / stage / "final") for run in ("a", "b"))
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), f"{stage} differs"
