@@ -123,10 +123,14 @@ class SegLLMNode(LifecycleNode):
                 state_dir=p.state_dir,
                 llm_quant=p.llm_quant,
                 llm_graphs=p.llm_graphs,
+                compile_graphs=p.compile_graphs,
+                compile_cache_dir=p.compile_cache_dir,
             )
         except Exception as exc:
             self.get_logger().error(f"cannot load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
+        if getattr(engine.runtime, "compile_report", None) is not None:
+            self.get_logger().info(engine.runtime.compile_report.summary())
         if p.state_dir:
             self.get_logger().info(
                 f"restored {len(engine.store)} conversation(s) from {p.state_dir}"
