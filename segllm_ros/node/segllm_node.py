@@ -129,8 +129,6 @@ class SegLLMNode(LifecycleNode):
         except Exception as exc:
             self.get_logger().error(f"cannot load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
-        if getattr(engine.runtime, "compile_report", None) is not None:
-            self.get_logger().info(engine.runtime.compile_report.summary())
         if p.state_dir:
             self.get_logger().info(
                 f"restored {len(engine.store)} conversation(s) from {p.state_dir}"
