@@ -34,7 +34,7 @@ from segllm_ros.model.segllm import SegLLMModel
 __all__ = [
     "GRAPHS",
     "CompileReport",
-    "CompiledGraphs",
+    "GraphSet",
     "GraphWarmup",
     "compile_and_warm_up",
     "default_cache_dir",
@@ -78,12 +78,17 @@ class CompileReport:
 
 
 @dataclass(frozen=True)
-class CompiledGraphs:
-    """The compiled callables, with the model's signatures."""
+class GraphSet:
+    """The graphs the runtime calls per frame and per round, with the model's signatures:
+    its own methods (``eager``) or their compiled versions."""
 
     vision_tokens: Callable[[torch.Tensor], torch.Tensor]
     sam_encoder: Callable[[torch.Tensor], torch.Tensor]
     decode_masks: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+    @classmethod
+    def eager(cls, model: SegLLMModel) -> GraphSet:
+        return cls(model.vision_tokens, model.sam_encoder, model.decode_from_seg)
 
 
 def default_cache_dir() -> Path:
@@ -98,9 +103,7 @@ def _modes(device: torch.device) -> tuple[str, str]:
     return "default", "default"
 
 
-def compile_and_warm_up(
-    model: SegLLMModel, cache_dir: str = ""
-) -> tuple[CompiledGraphs, CompileReport]:
+def compile_and_warm_up(model: SegLLMModel, cache_dir: str = "") -> tuple[GraphSet, CompileReport]:
     """Compile the model's encoders and mask decoder for its device and dtype, with inductor's
     cache in ``cache_dir`` (empty: ``default_cache_dir()``; the setting is process-wide), and
     warm them up on inputs of the shapes the engine feeds them."""
@@ -118,7 +121,7 @@ def compile_and_warm_up(
         # a CUDA graph's outputs are overwritten by its next replay
         return tuple(t.clone() for t in decoder(*args))
 
-    graphs = CompiledGraphs(
+    graphs = GraphSet(
         vision_tokens=torch.compile(model.vision_tokens, mode=encoder_mode, dynamic=False),
         sam_encoder=torch.compile(model.sam_encoder, mode=encoder_mode, dynamic=False),
         decode_masks=decode_masks,
@@ -128,7 +131,7 @@ def compile_and_warm_up(
     return graphs, report
 
 
-def _warm_up(graphs: CompiledGraphs, model: SegLLMModel) -> dict[str, GraphWarmup]:
+def _warm_up(graphs: GraphSet, model: SegLLMModel) -> dict[str, GraphWarmup]:
     """Run each graph as the engine will (inference mode, batch 1, the model's dtype; the mask
     decoder with and without referenced masks), timing it and counting cache lookups."""
     device = model.device

@@ -54,9 +54,8 @@ def load_runtime(
     """The runtime for a checkpoint folder. ``engine_dir`` holds the ONNX export (default
     ``<model_path>/onnx``) and, under ``engines/``, the TensorRT engine cache; ``options``
     are backend-specific (torch: ``llm_quant``, ``llm_graphs``, ``compile_graphs``,
-    ``compile_cache_dir``) and refused, when set, for a
-    backend without them. Every file is checked here, at configure time, never at the first
-    frame."""
+    ``compile_cache_dir``) and refused, when set, for a backend without them. Every file is
+    checked here, at configure time, never at the first frame."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     spec = BACKENDS[backend]

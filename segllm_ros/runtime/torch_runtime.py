@@ -11,7 +11,7 @@ from segllm_ros.model.family import load_pretrained
 from segllm_ros.model.quantize import QUANT_SCHEMES, quantize_llm
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.runtime.base import KVCache, Runtime
-from segllm_ros.runtime.compiled import CompileReport, compile_and_warm_up
+from segllm_ros.runtime.compiled import GraphSet, compile_and_warm_up
 from segllm_ros.runtime.precision import torch_dtype
 from segllm_ros.runtime.static_cache import SlotCache, StaticCacheConfig, StaticCachePool
 
@@ -41,15 +41,11 @@ class TorchRuntime(Runtime):
             if static_cache is None
             else StaticCachePool(static_cache, model.llm.config, self._decoder_step, self.device)
         )
-        self.compile_report: CompileReport | None = None
-        self._vision_tokens = model.vision_tokens
-        self._sam_encoder = model.sam_encoder
-        self._decode_masks = model.decode_from_seg
-        if compiled:
-            graphs, self.compile_report = compile_and_warm_up(model, compile_cache_dir)
-            self._vision_tokens = graphs.vision_tokens
-            self._sam_encoder = graphs.sam_encoder
-            self._decode_masks = graphs.decode_masks
+        self.graphs, self.compile_report = (
+            compile_and_warm_up(model, compile_cache_dir)
+            if compiled
+            else (GraphSet.eager(model), None)
+        )
 
     def _decoder_step(self, inputs_embeds: torch.Tensor, cache, cache_position) -> torch.Tensor:
         return self.model.llm_hidden(
@@ -65,10 +61,10 @@ class TorchRuntime(Runtime):
         return self.model.dtype
 
     def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self._vision_tokens(pixels)
+        return self.graphs.vision_tokens(pixels)
 
     def sam_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self._sam_encoder(pixels)
+        return self.graphs.sam_encoder(pixels)
 
     def encode_references(
         self, crops: torch.Tensor, boxes: torch.Tensor, keep: torch.Tensor | None = None
@@ -94,7 +90,7 @@ class TorchRuntime(Runtime):
         return self.model.lm_head(hidden).float()
 
     def decode_masks(self, sam_embedding, seg_hidden, turn_embeds, ref_masks):
-        return self._decode_masks(sam_embedding, seg_hidden, turn_embeds, ref_masks)
+        return self.graphs.decode_masks(sam_embedding, seg_hidden, turn_embeds, ref_masks)
 
     @staticmethod
     def cache_nbytes(cache: KVCache) -> int:
