@@ -16,6 +16,9 @@ SAM ViT-H, bf16) directly on the GPU, then measures, in one process:
   cache compiled with ``mode="reduce-overhead"``, which replays CUDA graphs);
 * the engine again with the runtime's options: static KV slots replayed as CUDA graphs
   (``StaticCacheConfig(graphs=True)``), a weight-only int8 or int4 LLM (torchao), and both;
+  the encoders and mask decoder compiled at load (``compiled``, cache in a fresh folder, so
+  the first such section pays the whole compile and reports it; the second reuses it), alone
+  and with the static slots;
   each with its peak memory and the LLM's stored bytes, next to the floors.
 
 Every section is timed after warm-up with ``torch.cuda.synchronize`` around it; medians are
@@ -31,9 +34,11 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -189,21 +194,30 @@ def engine_rounds(model: SegLLMModel | Runtime, conversations: int, rounds: int)
 
 
 def engine_variant(
-    model: SegLLMModel, conversations: int, quant: str, graphs: bool
+    model: SegLLMModel, conversations: int, quant: str, graphs: bool, compile_cache: str = ""
 ) -> dict[str, Any]:
     """The engine with a quantised LLM (on a copy) and/or static KV slots replayed as CUDA
-    graphs; reports the LLM's stored weight bytes beside the rounds."""
+    graphs and/or compiled encoders and mask decoder (given a ``compile_cache`` folder);
+    reports the LLM's stored weight bytes and the compile's configure time beside the rounds."""
     if quant != "none":
         model = quantize_llm(copy.deepcopy(model), quant)
+    t0 = time.perf_counter()
     runtime = TorchRuntime(
-        model, StaticCacheConfig(slots=conversations + 2, graphs=True) if graphs else None
+        model,
+        StaticCacheConfig(slots=conversations + 2, graphs=True) if graphs else None,
+        compiled=bool(compile_cache),
+        compile_cache_dir=compile_cache,
     )
+    configure_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = engine_rounds(runtime, conversations, 8)
+    report = runtime.compile_report
     return {
         **result,
         "llm_weight_bytes": weight_nbytes(model.llm),
+        "configure_s": configure_s,
         "first_call_s": time.perf_counter() - t0,
+        **({"compile": {**asdict(report), "cache_hit": report.cache_hit}} if report else {}),
     }
 
 
@@ -348,7 +362,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prefix", type=int, default=400, help="KV-cache length of a later round")
     parser.add_argument("--new-tokens", type=int, default=24, help="tokens a later round feeds")
     parser.add_argument("--skip", nargs="*", default=[], help="section names to skip")
+    parser.add_argument(
+        "--compile-cache", default="", help="compile cache folder; default: a new one (cold)"
+    )
     args = parser.parse_args(argv)
+    cache = args.compile_cache or tempfile.mkdtemp(prefix="segllm_compile_")
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / ("gpu_latency_tiny.json" if args.tiny else "gpu_latency.json")
@@ -401,6 +419,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "engine_int4_static_graphs",
             lambda: engine_variant(model, args.conversations, "int4", graphs=True),
         ),
+        (
+            "engine_compiled",
+            lambda: engine_variant(model, args.conversations, "none", False, cache),
+        ),
+        (
+            "engine_compiled_static_graphs",
+            lambda: engine_variant(model, args.conversations, "none", True, cache),
+        ),
     ]
     for name, fn in plan:
         if name in args.skip or (device.type != "cuda" and name.startswith("sam_encoder_c")):
@@ -434,6 +460,8 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "engine_int8",
         "engine_int4",
         "engine_int4_static_graphs",
+        "engine_compiled",
+        "engine_compiled_static_graphs",
     ):
         run = report.get(name, {})
         if "later_round_ms" not in run or "llm_weight_read_ms" not in f:

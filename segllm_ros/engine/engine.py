@@ -520,11 +520,13 @@ def load_engine(
     state_dir: str = "",
     llm_quant: str = "none",
     llm_graphs: bool = False,
+    compile_graphs: bool = False,
+    compile_cache_dir: str = "",
     **config: Any,
 ) -> SegLLMEngine:
     """The engine for a checkpoint folder; ``backend`` selects the runtime (``llm_quant``,
-    ``llm_graphs``: torch options). With ``state_dir`` the conversations saved there are
-    restored and every round is saved."""
+    ``llm_graphs``, ``compile_graphs``, ``compile_cache_dir``: torch options). With
+    ``state_dir`` the conversations saved there are restored and every round is saved."""
     runtime = load_runtime(
         model_path,
         device,
@@ -533,6 +535,8 @@ def load_engine(
         engine_dir,
         llm_quant=llm_quant,
         llm_graphs=llm_graphs,
+        compile_graphs=compile_graphs,
+        compile_cache_dir=compile_cache_dir,
     )
     archive = ConversationArchive(state_dir) if state_dir else None
     store = ConversationStore(max_conversations, max_rounds, ttl_s, archive)

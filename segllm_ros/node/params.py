@@ -102,6 +102,12 @@ class NodeParams:
     llm_graphs: bool = _p(
         False, "torch: static KV-cache slots per conversation, replayed as CUDA graphs on a GPU"
     )
+    compile_graphs: bool = _p(
+        False, "torch: torch.compile the image encoders and mask decoder, warmed up at configure"
+    )
+    compile_cache_dir: str = _p(
+        "", "torch: compile_graphs' on-disk cache; empty = ~/.cache/segllm_ros/compile"
+    )
     mode: str = _p(
         "cached",
         "cached: KV cache + per-frame features; recompute: rebuild each round",

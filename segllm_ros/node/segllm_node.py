@@ -116,6 +116,8 @@ class SegLLMNode(LifecycleNode):
                 state_dir=p.state_dir,
                 llm_quant=p.llm_quant,
                 llm_graphs=p.llm_graphs,
+                compile_graphs=p.compile_graphs,
+                compile_cache_dir=p.compile_cache_dir,
             )
         except Exception as exc:
             self.get_logger().error(f"cannot load the model: {exc}")

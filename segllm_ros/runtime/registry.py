@@ -29,7 +29,7 @@ BACKENDS: dict[str, Backend] = {
     "torch": Backend(
         "segllm_ros.runtime.torch_runtime:load_torch",
         exported=False,
-        options=("llm_quant", "llm_graphs"),
+        options=("llm_quant", "llm_graphs", "compile_graphs", "compile_cache_dir"),
     ),
     "onnxruntime": Backend("segllm_ros.runtime.onnxruntime:load_onnxruntime", exported=True),
     "tensorrt": Backend("segllm_ros.runtime.tensorrt:load_tensorrt", exported=True),
@@ -53,9 +53,9 @@ def load_runtime(
 ) -> Runtime:
     """The runtime for a checkpoint folder. ``engine_dir`` holds the ONNX export (default
     ``<model_path>/onnx``) and, under ``engines/``, the TensorRT engine cache; ``options``
-    are backend-specific (torch: ``llm_quant``, ``llm_graphs``) and refused, when set, for a
-    backend without them. Every file is checked here, at configure time, never at the first
-    frame."""
+    are backend-specific (torch: ``llm_quant``, ``llm_graphs``, ``compile_graphs``,
+    ``compile_cache_dir``) and refused, when set, for a backend without them. Every file is
+    checked here, at configure time, never at the first frame."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     spec = BACKENDS[backend]

@@ -1,5 +1,6 @@
 """The PyTorch runtime: the ``SegLLMModel`` itself, with a ``transformers`` KV cache (dynamic,
-or static slots replayable as CUDA graphs: ``static_cache``)."""
+or static slots replayable as CUDA graphs: ``static_cache``), its encoders and mask decoder
+eager or compiled (``compiled``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from segllm_ros.model.family import load_pretrained
 from segllm_ros.model.quantize import QUANT_SCHEMES, quantize_llm
 from segllm_ros.model.segllm import SegLLMModel
 from segllm_ros.runtime.base import KVCache, Runtime
+from segllm_ros.runtime.compiled import GraphSet, compile_and_warm_up
 from segllm_ros.runtime.precision import torch_dtype
 from segllm_ros.runtime.static_cache import SlotCache, StaticCacheConfig, StaticCachePool
 
@@ -17,7 +19,15 @@ from segllm_ros.runtime.static_cache import SlotCache, StaticCacheConfig, Static
 class TorchRuntime(Runtime):
     backend = "torch"
 
-    def __init__(self, model: SegLLMModel, static_cache: StaticCacheConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: SegLLMModel,
+        static_cache: StaticCacheConfig | None = None,
+        compiled: bool = False,
+        compile_cache_dir: str = "",
+    ) -> None:
+        """``compiled``: the encoders and mask decoder through ``torch.compile``, compiled and
+        warmed up here (cost in ``compile_report``), cached in ``compile_cache_dir``."""
         self.model = model.eval()
         super().__init__(
             model.config,
@@ -30,6 +40,11 @@ class TorchRuntime(Runtime):
             None
             if static_cache is None
             else StaticCachePool(static_cache, model.llm.config, self._decoder_step, self.device)
+        )
+        self.graphs, self.compile_report = (
+            compile_and_warm_up(model, compile_cache_dir)
+            if compiled
+            else (GraphSet.eager(model), None)
         )
 
     def _decoder_step(self, inputs_embeds: torch.Tensor, cache, cache_position) -> torch.Tensor:
@@ -46,10 +61,10 @@ class TorchRuntime(Runtime):
         return self.model.dtype
 
     def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.vision_tokens(pixels)
+        return self.graphs.vision_tokens(pixels)
 
     def sam_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.sam_encoder(pixels)
+        return self.graphs.sam_encoder(pixels)
 
     def encode_references(
         self, crops: torch.Tensor, boxes: torch.Tensor, keep: torch.Tensor | None = None
@@ -75,7 +90,7 @@ class TorchRuntime(Runtime):
         return self.model.lm_head(hidden).float()
 
     def decode_masks(self, sam_embedding, seg_hidden, turn_embeds, ref_masks):
-        return self.model.decode_from_seg(sam_embedding, seg_hidden, turn_embeds, ref_masks)
+        return self.graphs.decode_masks(sam_embedding, seg_hidden, turn_embeds, ref_masks)
 
     @staticmethod
     def cache_nbytes(cache: KVCache) -> int:
@@ -95,12 +110,20 @@ def load_torch(
     precision: str = "fp32",
     llm_quant: str = "none",
     llm_graphs: bool = False,
+    compile_graphs: bool = False,
+    compile_cache_dir: str = "",
 ) -> TorchRuntime:
     """The checkpoint's model (of its family) on ``device`` in ``precision``; ``llm_quant``
     quantises the LLM's weights (``segllm_ros.model.quantize``), ``llm_graphs`` gives
-    conversations static KV slots, replayed as CUDA graphs on a GPU (``static_cache``)."""
+    conversations static KV slots, replayed as CUDA graphs on a GPU (``static_cache``),
+    ``compile_graphs`` compiles the encoders and mask decoder (``compiled``)."""
     dtype = torch_dtype(precision)  # a bad name fails before the weights are read
     if llm_quant not in QUANT_SCHEMES:
         raise ValueError(f"llm_quant must be one of {QUANT_SCHEMES}, got {llm_quant!r}")
     model = quantize_llm(load_pretrained(checkpoint, device=device).to_precision(dtype), llm_quant)
-    return TorchRuntime(model, StaticCacheConfig(graphs=True) if llm_graphs else None)
+    return TorchRuntime(
+        model,
+        StaticCacheConfig(graphs=True) if llm_graphs else None,
+        compiled=compile_graphs,
+        compile_cache_dir=compile_cache_dir,
+    )
