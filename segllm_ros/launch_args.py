@@ -34,6 +34,11 @@ ARGUMENTS: dict[str, tuple[str | None, str]] = {
         "",
         "torch: true for static KV slots replayed as CUDA graphs; empty: params_file's",
     ),
+    "compile_graphs": (
+        "",
+        "torch: true to compile the image encoders and mask decoder at configure (cached in "
+        "compile_cache_dir); empty: params_file's",
+    ),
     "image_transport": (
         "",
         "raw, or compressed to read <image_topic>/compressed; empty: params_file's",
@@ -52,12 +57,13 @@ OVERRIDES = (
     "mode",
     "llm_quant",
     "llm_graphs",
+    "compile_graphs",
     "image_transport",
     "use_sim_time",
 )
 """Launch arguments that set the node parameter of the same name, only when given."""
 
-BOOL_OVERRIDES = ("llm_graphs", "use_sim_time")
+BOOL_OVERRIDES = ("llm_graphs", "compile_graphs", "use_sim_time")
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 _BOOLS = {"true": True, "false": False}

@@ -62,8 +62,7 @@ def test_arguments_name_real_parameters():
 
 
 def test_llm_options_are_overrides_only_when_given():
-    assert parameter_overrides({"llm_graphs": "true", "llm_quant": "int8"}) == {
-        "llm_graphs": True,
-        "llm_quant": "int8",
-    }
+    assert parameter_overrides(
+        {"llm_graphs": "true", "llm_quant": "int8", "compile_graphs": "false"}
+    ) == {"llm_graphs": True, "llm_quant": "int8", "compile_graphs": False}
     assert "llm_quant" not in parameter_overrides({"llm_quant": ""})
