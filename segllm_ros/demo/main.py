@@ -30,9 +30,15 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from segllm_ros.demo.report import print_table, render_overlay, result_mask, write_strip
+from segllm_ros.demo.report import (
+    answer_iou,
+    print_table,
+    render_overlay,
+    result_masks,
+    write_figure,
+    write_strip,
+)
 from segllm_ros.demo.scenes import MODEL_ENV, DemoError, DemoRound, load_demo_data, resolve_model
-from segllm_ros.interface.mask_codec import mask_iou
 from segllm_ros.node.process import start_node_process, stop_node_process
 from segllm_ros.paths import find_share_file
 
@@ -59,8 +65,10 @@ def run_conversations(
     records: list[DemoRound],
     summary: dict[str, Any],
 ) -> None:
-    """Each scene's scripted rounds in order; a reset before every conversation but the first."""
+    """Each scene's scripted rounds in order; a reset before every conversation but the first.
+    Writes one overlay per round, a strip per conversation and ``figure.png`` (all strips)."""
     previous = ""
+    strips: list[list[np.ndarray]] = []
     for scene in scenes:
         conv = scene["conversation"]
         cid = conv["id"]
@@ -95,6 +103,7 @@ def run_conversations(
                 list(spec["ref_rounds"]),
                 spec["target"],
                 spec["target_name"],
+                spec.get("answer", "one"),
             )
             records.append(rec)
             result = None
@@ -121,11 +130,13 @@ def run_conversations(
             rec.frame_stamp_ns = result.header.stamp.sec * 10**9 + result.header.stamp.nanosec
             if 0 < rec.frame_stamp_ns < camera.first_stamp_ns:
                 print(f"  warning: {cid} round {k} was answered on a frame of the previous scene")
-            gt = scene["masks"][rec.target]
-            mask = result_mask(result, gt.shape)
-            rec.iou = mask_iou(mask, gt)
+            truths = [scene["masks"][i] for i in spec.get("targets", [rec.target])]
+            shape = scene["masks"][0].shape
+            masks = result_masks(result, shape)
+            rec.kind, rec.segments = result.answer_kind, len(masks)
+            rec.iou = answer_iou(rec.expected_kind, masks, truths, shape)
             path = out / f"{cid}_round{k}.png"
-            image = render_overlay(scene["rgb"], mask, gt, rec)
+            image = render_overlay(scene["rgb"], masks, truths, rec)
             cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             strip.append(image)
             rec.overlay = path.name
@@ -135,6 +146,8 @@ def run_conversations(
                 + (f" [{rec.message}]" if rec.message else "")
             )
         write_strip(out / f"{cid}.png", strip)
+        strips.append(strip)
+        write_figure(out / "figure.png", strips)
         previous = cid
 
 

@@ -36,6 +36,9 @@ class DemoRound:
     ref_rounds_sent: list[int]
     target: int
     target_name: str
+    expected_kind: str = "one"  # the answer kind the script expects (issue 17)
+    kind: str = ""  # the answer kind the node gave
+    segments: int = 0  # how many objects it answered with
     round_index: int = 0
     ref_rounds: list[int] | None = None
     status: int = -1

@@ -152,12 +152,16 @@ def script_conversation_2(scene: Scene) -> list[Round] | None:
 
 def script_conversation_3(scene: Scene) -> list[Round] | None:
     """Issue 17's answer kinds: 1 a twin's bare name (AMBIGUOUS: both twins), 2 the reply
-    picking the left (or top) one, 3 a plural query (MANY), 4 an object that is not there
-    (NONE), 5 a relation to the object the reply chose."""
+    picking the left one, 3 a plural query (MANY), 4 an object that is not there (NONE), 5 a
+    relation to the object the reply chose. The twins stand side by side: the demo model's
+    slots follow reading order (left to right) and it tells twins stacked one above the other
+    apart less well (README, "Asking instead of guessing")."""
     pair = _twin_pair(scene)
     if pair is None:
         return None
     candidates = AK.in_reading_order(scene, list(pair))
+    if AK.side_words(scene, candidates)[0] != "left":
+        return None
     plural = [p for p in AK.plural_options(scene) if sorted(p[1]) != sorted(pair)]
     absent = [
         q for q, is_plural in AK.absent_options(scene, SHAPES, tuple(COLORS)) if not is_plural
