@@ -371,6 +371,9 @@ def test_runtime_requirements_install_no_ros_and_no_pinned_torch():
     dev = _requirements("requirements-dev.txt")
     assert "-r requirements.txt" in dev and "torch==2.13.0" in dev
     assert any(r.startswith("ros-rclpy") for r in dev)
+    # `pip install .` on a robot must not ask for the CPU build either
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"torch"' in pyproject and "torch==" not in pyproject
 
 
 def test_dockerfiles_install_the_runtime_requirements_only():
