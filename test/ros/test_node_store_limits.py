@@ -27,6 +27,11 @@ def ros():
     rclpy.shutdown()
 
 
+TTL_S = 12.0
+"""Long enough that no conversation expires between the rounds of a loaded CI machine (4 s
+did once: conversation "a" was gone before "b" was asked), short enough to wait out."""
+
+
 def saved(state) -> set[str]:
     return {p.name for p in state.iterdir() if not p.name.startswith(".")}
 
@@ -41,7 +46,7 @@ def test_store_limits_and_state_dir_follow_the_parameters(ros, tmp_path):
         namespace=NS,
         max_rounds=2,
         max_conversations=2,
-        conversation_ttl=4.0,
+        conversation_ttl=TTL_S,
         state_dir=str(state),
         max_image_age=0.0,
     )
@@ -67,7 +72,7 @@ def test_store_limits_and_state_dir_follow_the_parameters(ros, tmp_path):
 
         assert op.reset("b").success
         assert saved(state) == {"c"}
-        time.sleep(4.5)  # c expires
+        time.sleep(TTL_S + 0.5)  # c expires
         expired = op.ask("it again", conversation="c")
         assert expired.status == R.STATUS_BAD_REFERENCE and "expired" in expired.message
         assert saved(state) == set()
