@@ -104,6 +104,7 @@ def run_conversations(
                 spec["target"],
                 spec["target_name"],
                 spec.get("answer", "one"),
+                list(spec.get("targets", [spec["target"]])),
             )
             records.append(rec)
             result = None
@@ -130,11 +131,12 @@ def run_conversations(
             rec.frame_stamp_ns = result.header.stamp.sec * 10**9 + result.header.stamp.nanosec
             if 0 < rec.frame_stamp_ns < camera.first_stamp_ns:
                 print(f"  warning: {cid} round {k} was answered on a frame of the previous scene")
-            truths = [scene["masks"][i] for i in spec.get("targets", [rec.target])]
+            truths = [scene["masks"][i] for i in rec.targets]
             shape = scene["masks"][0].shape
             masks = result_masks(result, shape)
             rec.kind, rec.segments = result.answer_kind, len(masks)
-            rec.iou = answer_iou(rec.expected_kind, masks, truths, shape)
+            not_found = rec.status == result.STATUS_NOT_FOUND
+            rec.iou = answer_iou(rec.expected_kind, masks, truths, shape, not_found)
             path = out / f"{cid}_round{k}.png"
             image = render_overlay(scene["rgb"], masks, truths, rec)
             cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -241,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["node_exit_code"] = stop_node_process(proc)
 
     summary["mean_iou"] = print_table(records) if records else 0.0
+    summary["kinds_as_expected"] = sum(r.kind == r.expected_kind for r in records)
     summary["runtime_s"] = round(time.monotonic() - t0, 2)
     summary["rounds"] = [asdict(r) for r in records]
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

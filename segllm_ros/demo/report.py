@@ -1,4 +1,5 @@
-"""What the demo shows: the per-round table, one overlay per round, one strip per conversation."""
+"""What the demo shows: the per-round table, one overlay per round, a strip per conversation
+and the figure of all strips (the README picture)."""
 
 from __future__ import annotations
 
@@ -30,12 +31,15 @@ def result_masks(result: Any, shape: tuple[int, int]) -> list[np.ndarray]:
     return [_mask_of(segment.mask, shape) for segment in result.segments]
 
 
-def answer_iou(kind: str, masks: list[np.ndarray], truths: list[np.ndarray], shape) -> float:
+def answer_iou(
+    kind: str, masks: list[np.ndarray], truths: list[np.ndarray], shape, not_found: bool
+) -> float:
     """How right an answer is, by the kind the script expects: ONE and MANY compare the union
     of the answer with the union of the targets; AMBIGUOUS gives each candidate its best-
-    matching object (mean of those IoUs); NONE is 1 when nothing was answered, else 0."""
+    matching object (mean of those IoUs); NONE is 1 when the node said NOT_FOUND with no
+    object (a failed round is no "not there"), else 0."""
     if kind == "none":
-        return float(not masks)
+        return float(not_found and not masks)
     if kind == "ambiguous":
         return float(np.mean([max((mask_iou(m, t) for m in masks), default=0.0) for t in truths]))
     union = np.zeros(shape, dtype=bool)
@@ -130,16 +134,18 @@ def print_table(rounds: list[DemoRound]) -> float:
     qw = max([len(r.query) for r in rounds] + [5])
     print(
         f"\n{'conv':<7} {'round':>5}  {'query':<{qw}}  {'refs':<7} {'status':<10} "
-        f"{'kind (expected)':<22} {'IoU':>5} {'latency_ms':>10}"
+        f"{'kind: expected -> got':<28} {'IoU':>5} {'latency_ms':>10}"
     )
-    print("-" * (qw + 76))
+    print("-" * (qw + 82))
     for r in rounds:
         refs = ",".join(map(str, r.ref_rounds)) if r.ref_rounds else "-"
-        kind = f"{r.kind or '-'} x{r.segments} ({r.expected_kind})"
+        kind = f"{r.expected_kind} x{len(r.targets)} -> {r.kind or '-'} x{r.segments}"
         print(
             f"{r.conversation:<7} {r.round_index or r.scripted_round:>5}  {r.query:<{qw}}  "
-            f"{refs:<7} {r.status_name:<10} {kind:<22} {r.iou:>5.2f} {r.latency_ms:>10.1f}"
+            f"{refs:<7} {r.status_name:<10} {kind:<28} {r.iou:>5.2f} {r.latency_ms:>10.1f}"
         )
+        if r.status_name == "AMBIGUOUS" and r.message:
+            print(f"{'':<15}  asks: {r.message}")
     mean = float(np.mean([r.iou for r in rounds])) if rounds else 0.0
     print(f"mean IoU over {len(rounds)} rounds: {mean:.3f}\n")
     return mean

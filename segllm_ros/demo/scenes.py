@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class DemoRound:
     target: int
     target_name: str
     expected_kind: str = "one"  # the answer kind the script expects (issue 17)
+    targets: list[int] = field(default_factory=list)  # the objects the answer should hold
     kind: str = ""  # the answer kind the node gave
     segments: int = 0  # how many objects it answered with
     round_index: int = 0

@@ -78,6 +78,11 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert [r["expected_kind"] for r in third] == ["ambiguous", "one", "many", "none", "one"]
     same = sum(r["kind"] == r["expected_kind"] for r in third)
     assert same >= 3, [(r["query"], r["kind"], r["expected_kind"]) for r in third]
+    assert summary["kinds_as_expected"] == sum(r["kind"] == r["expected_kind"] for r in rounds)
+    assert [len(r["targets"]) for r in third] == [2, 1, 3, 0, 1]
+    for r in rounds:  # a clarifying question is printed under its round's row
+        if r["status_name"] == "AMBIGUOUS":
+            assert f"asks: {r['message']}" in result.stdout, report
     assert not bad, f"rounds with an error status: {bad}\n{report}"
 
     # Per conversation, in the order asked: 1, 2, 3, ... (so round indexes restart at 1
@@ -100,4 +105,5 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     for r in rounds:
         path = tmp_path / r["overlay"]
         assert path.is_file() and path.stat().st_size > 0, f"missing overlay {path}"
+    assert (tmp_path / "figure.png").stat().st_size > 0
     assert summary["node_exit_code"] == 0, (tmp_path / "node.log").read_text()[-3000:]
