@@ -17,6 +17,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from segllm_ros.action import Segment
 from segllm_ros.engine.worker import Job, Outcome, Query, QueryWorker, Status
@@ -25,6 +26,11 @@ from segllm_ros.msg import SegmentationQuery, SegmentationResult
 #: Statuses that answer the query (the goal succeeds): an absent object or a question back is
 #: an answer, not a failure of the action.
 ANSWERED = frozenset({Status.OK, Status.NOT_FOUND, Status.AMBIGUOUS})
+
+
+SERVICE_DEPTH = 1000
+"""Requests each of the action's services (goal, result, cancel) queues. rclpy's default
+service profile keeps 10: of 20 goals sent at once the rest were dropped, never answered."""
 
 
 class SegmentAction:
@@ -52,6 +58,9 @@ class SegmentAction:
             handle_accepted_callback=self._on_accepted,
             cancel_callback=self._on_cancel,
             callback_group=group,
+            goal_service_qos_profile=_service_qos(),
+            result_service_qos_profile=_service_qos(),
+            cancel_service_qos_profile=_service_qos(),
         )
 
     def _on_goal(self, _goal: Segment.Goal) -> GoalResponse:
@@ -111,3 +120,7 @@ class SegmentAction:
 
     def destroy(self) -> None:
         self.server.destroy()
+
+
+def _service_qos() -> QoSProfile:
+    return QoSProfile(depth=SERVICE_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
