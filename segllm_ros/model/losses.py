@@ -78,12 +78,11 @@ def add_losses(out: SegLLMOutput, batch: Batch, w: LossWeights) -> SegLLMOutput:
         loss_target = mask_loss(out.masks, targets, w)
         ious = batch_iou(out.masks, targets)
         iou_loss = F.mse_loss(out.iou_predictions, ious.detach())
-        loss = w.text * out.losses["text"] + w.target * loss_target + w.iou * iou_loss
     else:
-        loss_target, iou_loss, plural, ious = slot_losses(out, batch, w)
-        loss = w.text * out.losses["text"] + w.target * loss_target + w.iou * iou_loss
-        loss = loss + w.plural * plural
-        out.losses["plural"] = plural
+        loss_target, iou_loss, out.losses["plural"], ious = slot_losses(out, batch, w)
+    loss = w.text * out.losses["text"] + w.target * loss_target + w.iou * iou_loss
+    if "plural" in out.losses:
+        loss = loss + w.plural * out.losses["plural"]
     out.losses.update(mask=loss_target, iou_pred=iou_loss)
     if out.ref_masks is not None:
         loss_ref = mask_loss(out.ref_masks, batch.first_ref[out.ref_rounds], w)

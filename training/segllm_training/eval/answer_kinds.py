@@ -18,6 +18,7 @@ from segllm_ros.engine.clarify import format_candidate
 from segllm_ros.engine.engine import SegLLMEngine
 from segllm_ros.engine.history import Frame
 from segllm_ros.engine.references import BadReferenceError
+from segllm_ros.interface.mask_codec import mask_iou
 from segllm_training.tabletop import TabletopConfig, TabletopConversation, generate_dataset
 from segllm_training.tabletop.stream import EVAL_SEED
 
@@ -36,11 +37,6 @@ BARS: dict[str, tuple[str, float]] = {
     "clarify_resolved": (">=", 0.95),
 }
 """Issue 17's bars on the summary's keys."""
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = int((a | b).sum())
-    return int((a & b).sum()) / union if union else 1.0
 
 
 @dataclass
@@ -115,22 +111,22 @@ def evaluate_answer_kinds(
                 if rnd.kind != "clarify" and rnd.answer != NONE:
                     report.present_as_none.append(result.kind == NONE)
                 if rnd.kind == "clarify":
-                    report.clarify.append(iou(result.mask, targets[0]) >= 0.5)
+                    report.clarify.append(mask_iou(result.mask, targets[0]) >= 0.5)
                 elif rnd.answer == AMBIGUOUS:
                     covered = all(
-                        any(iou(s.mask, t) >= 0.5 for s in result.segments) for t in targets
+                        any(mask_iou(s.mask, t) >= 0.5 for s in result.segments) for t in targets
                     )
                     report.ambiguous.append(result.kind == AMBIGUOUS and covered)
                 elif rnd.answer == MANY:
                     report.many_count.append(
                         result.kind == MANY and len(result.segments) == len(targets)
                     )
-                    report.many_iou.append(iou(result.mask, np.any(targets, axis=0)))
+                    report.many_iou.append(mask_iou(result.mask, np.any(targets, axis=0)))
                 elif rnd.answer == NONE:
                     report.none.append(result.kind == NONE)
                 elif rnd.answer == ONE:
                     report.single_as_ambiguous.append(result.kind == AMBIGUOUS)
-                    report.single_iou.append(iou(result.mask, targets[0]))
+                    report.single_iou.append(mask_iou(result.mask, targets[0]))
         finally:
             engine.reset(cid)
     return report

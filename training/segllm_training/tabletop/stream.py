@@ -20,14 +20,11 @@ def sample_round(scene: Scene, rnd: Round) -> SampleRound:
     """A round's training targets: the union of its objects (what later rounds refer to)
     and, for rounds that are not one object, each object in reading order."""
     masks = [scene.target_mask(i) for i in rnd.targets]
-    union = np.zeros(scene.image.shape[:2], dtype=bool)
-    for mask in masks:
-        union |= mask
     single = len(rnd.targets) == 1 and not rnd.plural
     return SampleRound(
         rnd.query,
         list(rnd.ref_rounds),
-        union,
+        np.any(masks, axis=0) if masks else np.zeros(scene.image.shape[:2], dtype=bool),
         instances=None if single else masks,
         plural=rnd.plural,
     )

@@ -81,7 +81,6 @@ def tabletop_item(conv: TabletopConversation, conv_id: str, split: str = "train"
     rounds = []
     for r in conv.rounds:
         sample = tabletop_round(scene, r)
-        single = len(r.targets) == 1 and not r.plural
         rounds.append(
             RoundRecord(
                 query=r.query,
@@ -89,9 +88,7 @@ def tabletop_item(conv: TabletopConversation, conv_id: str, split: str = "train"
                 ref_rounds=list(r.ref_rounds),
                 caption=scene.objects[r.target].name if r.target >= 0 else "",
                 kind=r.answer,
-                targets=None
-                if single or not r.targets
-                else [encode_mask(m) for m in sample.instances],
+                targets=[encode_mask(m) for m in sample.instances] if sample.instances else None,
             )
         )
     distractors = {
