@@ -4,7 +4,7 @@ Tests are grouped by folder, and each folder is a marker (``pytest -m ros``, ``-
 training"``): ``unit`` (plain-Python engine, codecs, model and runtime on tiny real models),
 ``ros`` (the node and the demo over real DDS, the launch file), ``training`` (data, trainer,
 evaluation; they show learning), ``mrseg`` (the dataset generator), ``deploy`` (ONNX, TensorRT,
-packaging, benchmark scripts).
+packaging, benchmark scripts), ``upstream`` (the authors' released model family, against their code).
 
 Tests run against the source tree: pytest's ``pythonpath`` (pyproject.toml) puts the repository
 root and ``training/`` (which holds the ``segllm_training`` package) first on ``sys.path``. The
@@ -40,7 +40,7 @@ def demo_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-GROUPS = ("unit", "ros", "training", "mrseg", "deploy")
+GROUPS = ("unit", "ros", "training", "mrseg", "deploy", "upstream")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
