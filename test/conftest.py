@@ -4,7 +4,8 @@ Tests are grouped by folder, and each folder is a marker (``pytest -m ros``, ``-
 training"``): ``unit`` (plain-Python engine, codecs, model and runtime on tiny real models),
 ``ros`` (the node and the demo over real DDS, the launch file), ``training`` (data, trainer,
 evaluation; they show learning), ``mrseg`` (the dataset generator), ``deploy`` (ONNX, TensorRT,
-packaging, benchmark scripts), ``upstream`` (the authors' released model family, against their code).
+packaging, benchmark scripts), ``upstream`` (the authors' released model family, against
+their code).
 
 Tests run against the source tree: pytest's ``pythonpath`` (pyproject.toml) puts the repository
 root and ``training/`` (which holds the ``segllm_training`` package) first on ``sys.path``. The
