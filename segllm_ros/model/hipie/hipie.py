@@ -93,6 +93,10 @@ def _scope(**modules: nn.Module) -> nn.Module:
 
 
 class HipieR50(nn.Module):
+    """HIPIE-R50 inference. Run it in float32: upstream runs its encoder and decoder in fp32
+    too (only the backbone and the proposal scoring see bf16 there), and it is small (57M
+    parameters) next to the LLM."""
+
     def __init__(self, config: HipieConfig | None = None) -> None:
         super().__init__()
         c = self.config = config or HipieConfig()
