@@ -51,6 +51,7 @@ def run(oracle: dict) -> dict[str, torch.Tensor]:
     t.encoder.layers[0].register_forward_hook(keep("encoder_layer0"))
     t.decoder.class_embed[-1].register_forward_hook(keep("enc_outputs_class"))
     t.decoder.register_forward_hook(keep("init_reference", lambda a, o: a[1]))
+    t.decoder.register_forward_hook(keep("decoder"))  # all 110 queries, background included
 
     with torch.no_grad():
         rec["pixels"], rec["valid_hw"] = model.preprocess(inputs.image)
@@ -67,17 +68,12 @@ def run(oracle: dict) -> dict[str, torch.Tensor]:
     return rec
 
 
-def _stored(oracle: dict, name: str, ours: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(ours, theirs) as the fixture stores it (some arrays are strided subsamples)."""
+def _maxdiff(oracle: dict, name: str, ours: torch.Tensor) -> float:
+    """max |ours - theirs| over what the fixture stores (some arrays are strided subsamples)."""
     sub = oracle["_spec"][name].get("subsample")
     mine = ours.detach().numpy().reshape(-1)
     mine = mine[:: sub["step"]] if sub else mine
-    return mine, oracle[name].reshape(-1)
-
-
-def _maxdiff(oracle: dict, name: str, ours: torch.Tensor) -> float:
-    mine, theirs = _stored(oracle, name, ours)
-    return float(np.abs(mine - theirs).max())
+    return float(np.abs(mine - oracle[name].reshape(-1)).max())
 
 
 def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -114,6 +110,10 @@ def test_upstream_hipie_queries_and_heads(run: dict, oracle: dict) -> None:
     assert torch.equal(out.topk, torch.from_numpy(oracle["topk_indices"]))
     diffs = {
         "init_reference": _maxdiff(oracle, "init_reference", run["init_reference"]),
+        "hs_last": _maxdiff(oracle, "hs_last", run["decoder"][0]),
+        "inter_references[-2]": float(
+            np.abs(run["decoder"][1].numpy() - oracle["inter_references"][-2]).max()
+        ),
         "logits": float(np.abs(out.logits.numpy() - oracle["pred_logits"][:, 10:]).max()),
         "boxes": float(np.abs(out.boxes.numpy() - oracle["pred_boxes"][:, 10:]).max()),
         "iou": float(np.abs(out.iou.numpy() - oracle["pred_boxious"][:, 10:]).max()),
