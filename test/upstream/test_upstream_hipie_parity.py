@@ -53,17 +53,17 @@ def run(oracle: dict) -> dict[str, torch.Tensor]:
     t.decoder.register_forward_hook(keep("init_reference", lambda a, o: a[1]))
     t.decoder.register_forward_hook(keep("decoder"))  # all 110 queries, background included
 
+    mean = torch.tensor(model.config.pixel_mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.config.pixel_std).view(1, 3, 1, 1)
     with torch.no_grad():
         rec["pixels"], rec["valid_hw"] = model.preprocess(inputs.image)
-        u8 = torch.from_numpy(oracle["pixels_u8"]).float()[None]
-        pixels = (u8 - model.pixel_mean.view(1, 3, 1, 1)) / model.pixel_std.view(1, 3, 1, 1)
+        pixels = (torch.from_numpy(oracle["pixels_u8"]).float()[None] - mean) / std
         rec["backbone_res3"], rec["backbone_res4"], rec["backbone_res5"] = feats = (
             model.image_features(pixels)
         )
         out = model(feats, inputs.text)
         rec["answer"] = model.select_target(out)
     rec["out"] = out
-    std, mean = model.pixel_std.view(1, 3, 1, 1), model.pixel_mean.view(1, 3, 1, 1)
     rec["unnormalised"] = (rec["pixels"] * std + mean).round()
     return rec
 

@@ -30,7 +30,7 @@ def test_upstream_hipie_tiny_runs(tiny: HipieR50) -> None:
     s = c.image_size
     assert pixels.shape == (1, 3, s, s) and (h, w) == (96, 128)
     # the padding is normalised black, as upstream pads before normalising
-    pad = (-tiny.pixel_mean / tiny.pixel_std).view(3)
+    pad = -torch.tensor(c.pixel_mean) / torch.tensor(c.pixel_std)
     torch.testing.assert_close(pixels[0, :, h:, :].mean((1, 2)), pad)
     q = c.num_queries
     assert out.logits.shape == (1, q, c.text_tokens) and out.boxes.shape == (1, q, 4)
@@ -38,6 +38,20 @@ def test_upstream_hipie_tiny_runs(tiny: HipieR50) -> None:
     assert all(bool(t.isfinite().all()) for t in (out.logits, out.boxes, out.masks))
     assert mask.shape == (1, 1, s // 4, s // 4) and score.shape == (1,)
     assert any(torch.equal(mask[0, 0], m) for m in out.masks[0])
+
+
+def test_upstream_hipie_tiny_runs_in_bfloat16() -> None:
+    """Every constant follows the model's dtype, so the engine may cast HIPIE with the LLM."""
+    torch.manual_seed(0)
+    c = HipieConfig.tiny()
+    model = HipieR50(c).eval().to(torch.bfloat16)
+    image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    with torch.no_grad():
+        pixels, _ = model.preprocess(image)
+        out = model(model.image_features(pixels), torch.randn(1, 8, c.text_dim).bfloat16())
+        mask, score = model.select_target(out)
+    assert pixels.dtype == out.masks.dtype == mask.dtype == torch.bfloat16
+    assert bool(out.masks.isfinite().all()) and score.shape == (1,)
 
 
 def test_upstream_hipie_dynamic_convs_as_matmul() -> None:

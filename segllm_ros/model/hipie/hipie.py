@@ -93,9 +93,9 @@ def _scope(**modules: nn.Module) -> nn.Module:
 
 
 class HipieR50(nn.Module):
-    """HIPIE-R50 inference. Run it in float32: upstream runs its encoder and decoder in fp32
-    too (only the backbone and the proposal scoring see bf16 there), and it is small (57M
-    parameters) next to the LLM."""
+    """HIPIE-R50 inference (57M parameters). Float32 matches upstream, whose encoder and
+    decoder run in fp32; the model also runs cast to bf16/fp16, where near-tied proposals
+    may be selected differently."""
 
     def __init__(self, config: HipieConfig | None = None) -> None:
         super().__init__()
@@ -140,8 +140,6 @@ class HipieR50(nn.Module):
             controller=MLP(c.d_model, c.d_model, num_dynamic_params(self.mask_shapes), 3),
             mask_head=MaskFeatureHead(c.d_model),
         )
-        self.register_buffer("pixel_mean", torch.tensor(c.pixel_mean), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(c.pixel_std), persistent=False)
 
     @property
     def resnet(self) -> ResNet:
@@ -155,16 +153,19 @@ class HipieR50(nn.Module):
         """HxWx3 uint8 RGB -> normalised pixels (1, 3, S, S) and the resized image's (h, w)
         inside them: longest side to S (bilinear, antialiased, rounded to uint8 like SAM's
         resize upstream uses), zero-padded bottom/right, then normalised (so the padding
-        is -mean/std, as upstream feeds it)."""
-        x = to_tensor(image).to(self.pixel_mean.device)
+        is -mean/std, as upstream feeds it). Computed in float32, returned in the model's
+        dtype."""
+        weight = self.resnet.stem.conv1.weight
+        x = to_tensor(image).to(weight.device)
         size = self.config.image_size
         h, w = x.shape[-2:]
         scale = size / max(h, w)
         nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
         x = F.interpolate(x[None], (nh, nw), mode="bilinear", align_corners=False, antialias=True)
         x = F.pad(x.round().clamp(0, 255), (0, size - nw, 0, size - nh))
-        x = (x - self.pixel_mean.view(1, 3, 1, 1)) / self.pixel_std.view(1, 3, 1, 1)
-        return x, (nh, nw)
+        mean = torch.tensor(self.config.pixel_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.config.pixel_std, device=x.device).view(1, 3, 1, 1)
+        return ((x - mean) / std).to(weight.dtype), (nh, nw)
 
     def image_features(self, pixels: Tensor) -> list[Tensor]:
         """(N, 3, S, S) -> ResNet res3, res4, res5 maps: the per-frame part, cached."""

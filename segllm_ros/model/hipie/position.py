@@ -11,11 +11,12 @@ from torch import Tensor
 
 def _sine(x: Tensor, num_feats: int, temperature: float = 10000.0) -> Tensor:
     """(..., ) positions in radians -> (..., num_feats) [sin f0, cos f1, sin f2, cos f3, ...]
-    with frequencies shared in pairs."""
+    with frequencies shared in pairs; computed in float32, returned in ``x``'s dtype."""
     dim_t = torch.arange(num_feats, dtype=torch.float32, device=x.device)
     dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
-    pos = x[..., None] / dim_t
-    return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+    pos = x.float()[..., None] / dim_t
+    pos = torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+    return pos.to(x.dtype)
 
 
 def image_pos_embed(h: int, w: int, num_feats: int, device: torch.device | None = None) -> Tensor:

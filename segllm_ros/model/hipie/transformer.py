@@ -101,6 +101,7 @@ class DeformableTransformer(nn.Module):
         (N, Q, 4)). Positions whose anchor leaves the image get zero features and an
         infinite box logit, as upstream."""
         anchors, valid = proposal_boxes(spatial_shapes, memory.device)
+        anchors = anchors.to(memory.dtype)
         feats = self.enc_output_norm(self.enc_output(memory.masked_fill(~valid, 0.0)))
         objectness = self.decoder.class_embed[-1](feats)[..., 0]
         deltas = self.decoder.bbox_embed[-1](feats)
