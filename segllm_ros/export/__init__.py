@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 import torch
@@ -25,6 +26,9 @@ from segllm_ros.runtime.manifest import (
 )
 from segllm_ros.runtime.precision import torch_dtype
 
+if TYPE_CHECKING:
+    from segllm_ros.export.graphs import GraphDef
+
 OPSET = 17
 EXPORT_PRECISIONS = ("fp32",)
 """Graphs are exported in fp32; fp16/int8 are TensorRT build choices (``build_engines``)."""
@@ -38,6 +42,22 @@ def _tensor_specs(values) -> list[TensorSpec]:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
         specs.append(TensorSpec(v.name, shape, dtype))
     return specs
+
+
+def write_onnx(graph: GraphDef, path: Path) -> None:
+    """Trace one graph to ``path`` at ``OPSET`` and check it with ``onnx.checker`` (call under
+    ``torch.no_grad()``)."""
+    torch.onnx.export(
+        graph.module,
+        graph.inputs,
+        str(path),
+        input_names=graph.input_names,
+        output_names=graph.output_names,
+        dynamic_axes=graph.dynamic_axes,
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    onnx.checker.check_model(str(path), full_check=True)
 
 
 def export_checkpoint(
@@ -59,17 +79,7 @@ def export_checkpoint(
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow
         for name, g in graph_defs(model).items():
             path = out / f"{name}.onnx"
-            torch.onnx.export(
-                g.module,
-                g.inputs,
-                str(path),
-                input_names=g.input_names,
-                output_names=g.output_names,
-                dynamic_axes=g.dynamic_axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-            onnx.checker.check_model(str(path), full_check=True)
+            write_onnx(g, path)
             graph = onnx.load(str(path), load_external_data=False).graph
             specs[name] = GraphSpec(
                 path.name,

@@ -11,11 +11,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import onnx
 import torch
 from torch import Tensor, nn
 
-from segllm_ros.export import OPSET
+from segllm_ros.export import write_onnx
 from segllm_ros.export.graphs import GraphDef
 from segllm_ros.model.hipie import HipieR50
 
@@ -70,15 +69,6 @@ def export_hipie(model: HipieR50, out: str | Path, graphs: tuple[str, ...] | Non
             if graphs is not None and name not in graphs:
                 continue
             path = out / f"{name}.onnx"
-            torch.onnx.export(
-                g.module,
-                g.inputs,
-                str(path),
-                input_names=g.input_names,
-                output_names=g.output_names,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-            onnx.checker.check_model(str(path))
+            write_onnx(g, path)
             paths[name] = path
     return paths
