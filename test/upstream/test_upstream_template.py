@@ -62,4 +62,5 @@ def test_upstream_template_seg_state_and_split() -> None:
     start, end = rnd.query_span
     assert rnd.user_ids[start : start + 2] == [tok.convert_tokens_to_ids("<video>")] * 2
     query = tok("Segment his hair.", add_special_tokens=False)["input_ids"]
-    assert rnd.user_ids[start + 2 : end] == query
+    # the last piece may merge with " ASSISTANT" (BPE across the boundary, as Llama's does)
+    assert end - start == 2 + len(query) and rnd.user_ids[start + 2 : end - 1] == query[:-1]

@@ -15,8 +15,10 @@ predictor + HIPIE + upstream's selection); ``processing`` and ``template`` are t
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import (
@@ -85,6 +87,9 @@ class ReleasedSegLLM(nn.Module):
             nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, config.segmentator_dim)
         )
         self.segmentator = HipieR50(config.hipie)
+        # transformers 5.x names the KV cache argument ``cache``; 4.x ``past_key_values``.
+        params = inspect.signature(self.llm.model.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     # ------------------------------------------------------------- properties
     @property
@@ -108,6 +113,13 @@ class ReleasedSegLLM(nn.Module):
     def hidden_size(self) -> int:
         return self.config.hidden_size
 
+    @property
+    def image_token_id(self) -> int:
+        """The ``<video>`` placeholder (image and references alike)."""
+        return self.tokenizer.convert_tokens_to_ids(self.config.image_token)
+
+    ref_token_id = image_token_id
+
     # ------------------------------------------------------------------ graphs
     def _clip_states(self, pixels: torch.Tensor) -> torch.Tensor:
         out = self.vision_tower(pixel_values=pixels, output_hidden_states=True)
@@ -117,7 +129,7 @@ class ReleasedSegLLM(nn.Module):
         """CLIP pixels (B, 3, S, S) -> projected patch tokens (B, N, hidden)."""
         return self.mm_projector(self._clip_states(pixels)[:, 1:])
 
-    def sam_encoder(self, frame: torch.Tensor) -> list[torch.Tensor]:
+    def sam_encoder(self, frame: np.ndarray | torch.Tensor) -> list[torch.Tensor]:
         """HxWx3 uint8 frame -> HIPIE's backbone levels (per frame; cached by the engine)."""
         pixels, _ = self.segmentator.preprocess(frame)
         return self.segmentator.image_features(pixels.to(self.dtype))
@@ -148,7 +160,7 @@ class ReleasedSegLLM(nn.Module):
         return self.llm.model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            **{self.cache_kwarg: past_key_values},
             use_cache=True,
             cache_position=cache_position,
         )

@@ -63,8 +63,8 @@ def encode_frame(graphs, image: np.ndarray | torch.Tensor) -> FrameFeatures:
     img = T.to_tensor(image).to(graphs.device)
     pixels = clip_pixels(img, graphs.clip_size)[None].to(graphs.dtype)
     tokens = graphs.vision_tokens(pixels)[0]
-    frame = torch.as_tensor(np.asarray(image)).to(graphs.device)
-    return FrameFeatures((int(img.shape[1]), int(img.shape[2])), tokens, graphs.sam_encoder(frame))
+    hw = (int(img.shape[1]), int(img.shape[2]))
+    return FrameFeatures(hw, tokens, graphs.sam_encoder(image))
 
 
 def reference_inputs(
@@ -74,7 +74,7 @@ def reference_inputs(
     crop (R, 3, clip, clip) and each box ``[y0, x0, y1, x1] / size`` (R, 4), both at HIPIE's
     input scale; an empty mask gives zeros for both (upstream's stand-in)."""
     scaled = _as_uint8(resize_longest(image, size))
-    small = resize_longest(masks[:, None].float(), size)[:, 0] > 0.5
+    small = resize_longest(masks.float(), size) > 0.5  # masks as channels
     crops, boxes = [], []
     for mask in small:
         ys, xs = torch.nonzero(mask, as_tuple=True)
