@@ -217,9 +217,7 @@ class SegLLMEngine:
         t3 = time.perf_counter()
         kind = answer_kind(len(segments), plural)
         full = union_mask(segments, (frame.height, frame.width))
-        kept = history_frame(
-            frame, self.config.history_max_side or self.runtime.input_size
-        )
+        kept = history_frame(frame, self.config.history_max_side or self.runtime.input_size)
         rnd = Round.from_segments(
             conv.num_rounds + 1,
             query,
