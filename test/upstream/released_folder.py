@@ -57,11 +57,10 @@ UNUSED = {
 """Stored tensors inference never reads (the release has BERT's and old rotary buffers)."""
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
+def base_tokenizer() -> PreTrainedTokenizerFast:
     """Llama-like (legacy): each text piece between special tokens gets a leading "▁" and its
     spaces become "▁", then BPE (trained here, deterministically, on ``CORPUS``); BOS
-    prepended; upstream's added tokens on top. Spacing therefore changes the ids, as with
-    Llama's own tokenizer."""
+    prepended. Spacing therefore changes the ids, as with Llama's own tokenizer."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.Sequence(
         [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")]
@@ -73,9 +72,14 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
     )
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
     )
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """``base_tokenizer`` with upstream's 11 added tokens (as the release saves it)."""
+    tokenizer = base_tokenizer()
     add_released_tokens(tokenizer)
     return tokenizer
 
