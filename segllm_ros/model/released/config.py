@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import LlamaConfig
+
 from segllm_ros.model.hipie import HipieConfig
 
 FAMILY = "segllm-hipie"
@@ -100,6 +102,9 @@ class ReleasedConfig:
     def hidden_size(self) -> int:
         return int(self.llm["hidden_size"])
 
+    def llama_config(self) -> LlamaConfig:
+        return LlamaConfig(**{k: v for k, v in self.llm.items() if k != "model_type"})
+
     @property
     def segmentator_dim(self) -> int:
         """Width of the predictor's output: HIPIE's text tokens, flattened (8 x 768)."""
@@ -130,7 +135,7 @@ class ReleasedConfig:
         hipie = HipieConfig(**{k: tuple(v) if isinstance(v, list) else v
                                for k, v in ours.get("hipie", {}).items()})  # fmt: skip
         config = cls(
-            llm={k: data[k] for k in LLAMA_KEYS if k in data},
+            llm={"model_type": "llama", **{k: data[k] for k in LLAMA_KEYS if k in data}},
             vision_tower=str(tower),
             vision=tower_architecture(str(tower)),
             hipie=hipie,

@@ -24,7 +24,6 @@ from torch import nn
 from transformers import (
     CLIPVisionConfig,
     CLIPVisionModel,
-    LlamaConfig,
     LlamaForCausalLM,
 )
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
@@ -76,7 +75,7 @@ class ReleasedSegLLM(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         hidden = config.hidden_size
-        self.llm = llm if llm is not None else LlamaForCausalLM(LlamaConfig(**config.llm))
+        self.llm = llm if llm is not None else LlamaForCausalLM(config.llama_config())
         self.vision_tower = CLIPVisionModel(CLIPVisionConfig(**config.vision))
         width = self.vision_tower.config.hidden_size
         self.mm_projector = nn.Sequential(
@@ -238,11 +237,11 @@ class ReleasedSegLLM(nn.Module):
         stored tensors as they are, so a 7B model is held once."""
         directory = Path(directory)
         config = ReleasedConfig.load(directory, vision_tower)
-        tokenizer = load_tokenizer(directory, int(config.llm.get("vocab_size", 0)) or None)
+        tokenizer = load_tokenizer(directory, config.llama_config())
         layout = read_layout(directory)
         tower_stored = any(k.startswith(TOWER_PREFIX) for k in layout)
         with torch.device("meta"):
-            llm = LlamaForCausalLM(LlamaConfig(**config.llm))
+            llm = LlamaForCausalLM(config.llama_config())
         model = cls(config, tokenizer, llm)
         state = model.checkpoint_spec(tower_stored).load(directory)
         if not tower_stored:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, LlamaConfig
 
 from segllm_ros.model.released.config import ADDED_TOKENS
 
@@ -25,13 +25,15 @@ def add_released_tokens(tokenizer) -> None:
         raise ValueError(f"upstream's added tokens are not consecutive ids: {ids}")
 
 
-def load_tokenizer(directory: str | Path, vocab_size: int | None = None):
-    """The folder's tokenizer with upstream's added tokens; ``vocab_size`` (the LLM's) is
-    checked against it."""
-    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+def load_tokenizer(directory: str | Path, llm_config: LlamaConfig):
+    """The folder's tokenizer with upstream's added tokens, checked against the LLM's
+    vocabulary. ``llm_config`` stands in for the folder's config.json, which ``AutoTokenizer``
+    would otherwise read as transformers' own (different) LLaVA."""
+    tokenizer = AutoTokenizer.from_pretrained(directory, config=llm_config, trust_remote_code=False)
     add_released_tokens(tokenizer)
-    if vocab_size is not None and len(tokenizer) != vocab_size:
+    if len(tokenizer) != llm_config.vocab_size:
         raise ValueError(
-            f"{directory}: the tokenizer has {len(tokenizer)} tokens, the LLM {vocab_size}"
+            f"{directory}: the tokenizer has {len(tokenizer)} tokens, "
+            f"the LLM {llm_config.vocab_size}"
         )
     return tokenizer
