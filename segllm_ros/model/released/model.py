@@ -30,7 +30,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from segllm_ros.model.hipie import HipieR50
 from segllm_ros.model.released import processing, template
-from segllm_ros.model.released.checkpoint import CheckpointSpec, read_layout
+from segllm_ros.model.released.checkpoint import CheckpointSpec, KeyReport, read_layout
 from segllm_ros.model.released.config import FAMILY, ReleasedConfig
 from segllm_ros.model.released.tokens import load_tokenizer
 
@@ -52,6 +52,11 @@ IGNORED = (
     "model.vision_tower.vision_tower.visual_projection.*",  # CLIP's joint-space head: unused
 )
 """Stored tensors that inference never uses (older transformers also saved buffers)."""
+
+
+def stores_tower(directory: str | Path) -> bool:
+    """Whether the folder's weights hold the CLIP tower (upstream saves the full state)."""
+    return any(k.startswith(TOWER_PREFIX) for k in read_layout(directory))
 
 
 def released_name(own: str) -> str:
@@ -227,6 +232,12 @@ class ReleasedSegLLM(nn.Module):
             return cls(config)
 
     @classmethod
+    def dry_run(cls, directory: str | Path, vision_tower: str | None = None) -> KeyReport:
+        """What loading ``directory`` would find, from its config, index and headers only."""
+        config = ReleasedConfig.load(directory, vision_tower)
+        return cls.meta(config).checkpoint_spec(stores_tower(directory)).check(directory)
+
+    @classmethod
     def from_pretrained(
         cls, directory: str | Path, device: str = "cpu", vision_tower: str | None = None
     ) -> ReleasedSegLLM:
@@ -238,15 +249,15 @@ class ReleasedSegLLM(nn.Module):
         directory = Path(directory)
         config = ReleasedConfig.load(directory, vision_tower)
         tokenizer = load_tokenizer(directory, config.llama_config())
-        layout = read_layout(directory)
-        tower_stored = any(k.startswith(TOWER_PREFIX) for k in layout)
+        tower_stored = stores_tower(directory)
         with torch.device("meta"):
             llm = LlamaForCausalLM(config.llama_config())
         model = cls(config, tokenizer, llm)
         state = model.checkpoint_spec(tower_stored).load(directory)
-        if not tower_stored:
-            tower = CLIPVisionModel.from_pretrained(config.vision_tower)
-            model.vision_tower.load_state_dict(tower.state_dict())
+        if not tower_stored:  # in the stored weights' dtype, like the rest
+            dtype = state["llm.lm_head.weight"].dtype
+            tower = CLIPVisionModel.from_pretrained(config.vision_tower).state_dict()
+            state.update({f"vision_tower.{k}": v.to(dtype) for k, v in tower.items()})
         model.load_state_dict(state, strict=False, assign=True)
         llm.model.rotary_emb = LlamaRotaryEmbedding(config=llm.config)  # a buffer, not stored
         left = [n for n, t in model.state_dict().items() if t.is_meta]
