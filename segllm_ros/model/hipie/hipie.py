@@ -30,7 +30,7 @@ from segllm_ros.model.hipie.mask_head import (
 )
 from segllm_ros.model.hipie.position import image_pos_embed
 from segllm_ros.model.hipie.select import select_target_query
-from segllm_ros.model.hipie.transformer import DeformableTransformer, LabelResizer
+from segllm_ros.model.hipie.transformer import DeformableTransformer
 from segllm_ros.model.transforms import to_tensor
 
 
@@ -135,7 +135,6 @@ class HipieR50(nn.Module):
             detr=detector,
             controller=MLP(c.d_model, c.d_model, num_dynamic_params(self.mask_shapes), 3),
             mask_head=MaskFeatureHead(c.d_model),
-            resizer=LabelResizer(c.text_dim, c.d_model),  # training only; kept for the keys
         )
         self.register_buffer("pixel_mean", torch.tensor(c.pixel_mean), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(c.pixel_std), persistent=False)
