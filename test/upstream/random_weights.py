@@ -33,6 +33,15 @@ TEXT_DIM = 768
 INPUT_SEED = 18
 # nn.Embedding owners (by name suffix): HIPIE queries, BERT lookup tables
 EMBEDDING_TABLES = ("tgt_embed", "tgt_embed_bg", "embeddings")
+# Heads whose outputs are ranked (two-stage objectness, IoU, text projection of the class
+# logits: the unit-normalised tokens are halved before it, hence the larger gain).
+# Last controller layer (CondInst params: 8x(8+2), 8x8, 8x1 weights, then biases) and the
+# damping of its coordinate rows.
+CONTROLLER_OUT = "detr.controller.layers.2."
+MASK_CHANNELS = 8
+MASK_PARAMS = 169
+COORD_DAMPING = 1.0 / 16
+SPREAD_HEADS = {"class_embed.6.body.": 10.0, "iou_head.": 3.0, "dot_product_projection_text.": 10.0}
 
 
 def _generator(key: str) -> torch.Generator:
@@ -71,6 +80,10 @@ def _value(key: str, shape: tuple[int, ...]) -> torch.Tensor:
     if leaf == "level_embed" or (leaf == "weight" and owner.endswith(EMBEDDING_TABLES)):
         # learned query / level embeddings and lookup tables: unit-scale rows
         return normal(1.0)
+    gain = next((g for head, g in SPREAD_HEADS.items() if head in key), None)
+    if leaf == "weight" and gain is not None:
+        # score heads: logits spread over several units, so rankings have clear margins
+        return normal(gain / math.sqrt(_fan_in(shape)))
     if len(shape) >= 2:
         # conv / linear weights (incl. in_proj_weight): variance-preserving
         return normal(1.0 / math.sqrt(_fan_in(shape)))
@@ -79,6 +92,20 @@ def _value(key: str, shape: tuple[int, ...]) -> torch.Tensor:
         return normal(0.1, mean=1.0)
     # biases, log_scale, bias0, bias_lang, and any other vector or scalar
     return normal(0.05)
+
+
+def _damp_coordinate_rows(key: str, value: torch.Tensor) -> torch.Tensor:
+    """CondInst controller: damp the generated weights that multiply pixel coordinates.
+
+    The dynamic mask head's first 1x1 conv sees (dx, dy) in pixels (hundreds) next to 8
+    feature channels; its weights are the controller outputs o * 10 + c, c in (0, 1). Undamped,
+    random masks are half-planes of the coordinates and the mask features would go untested.
+    """
+    if not key.startswith(CONTROLLER_OUT) or value.shape[0] != MASK_PARAMS:
+        return value
+    rows = [o * (MASK_CHANNELS + 2) + c for o in range(MASK_CHANNELS) for c in range(2)]
+    value[rows] *= COORD_DAMPING
+    return value
 
 
 def _aliases() -> list[tuple[str, str]]:
@@ -95,7 +122,9 @@ def random_state(
     (canonical, alias) pair present in ``shapes``, the alias gets the canonical's tensor.
     """
     state = {
-        key: _value(key, tuple(shape)).to(torch.bfloat16).to(torch.float32)
+        key: _damp_coordinate_rows(key, _value(key, tuple(shape)))
+        .to(torch.bfloat16)
+        .to(torch.float32)
         for key, shape in shapes.items()
     }
     for canonical, alias in _aliases() if aliases is None else aliases:
