@@ -6,6 +6,8 @@ the CLIP tower comes from the weights or from its own folder, and a dry run need
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatch
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from released_folder import UNUSED, base_tokenizer, tiny_tokenizer, write_releas
 from segllm_ros.model.family import checkpoint_family, load_pretrained
 from segllm_ros.model.released.checkpoint import load_tensors, read_layout
 from segllm_ros.model.released.config import ADDED_TOKENS, ReleasedConfig
-from segllm_ros.model.released.model import TOWER_PREFIX, ReleasedSegLLM
+from segllm_ros.model.released.model import IGNORED, TOWER_PREFIX, ReleasedSegLLM
 from segllm_ros.model.released.tokens import add_released_tokens
 
 
@@ -85,3 +87,51 @@ def test_upstream_family_config_and_tokens(folder) -> None:
     partial.add_tokens(["<seg>"], special_tokens=True)
     with pytest.raises(ValueError, match="some of upstream's added tokens"):
         add_released_tokens(partial)
+
+
+RELEASE_CONFIG = {
+    "model_type": "llava",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "vocab_size": 32011,
+    "mm_vision_tower": "openai/clip-vit-large-patch14",
+    "mm_hidden_size": 1024,
+    "mm_projector_type": "mlp2x_gelu",
+    "mm_vision_select_layer": -2,
+    "mm_vision_select_feature": "patch",
+    "mm_use_bbox_encode": True,
+    "segmentator": "hipie",
+}
+"""The release's architecture as the issue states it (LLaVA-1.5-7B, ViT-L/14-224, HIPIE-R50)."""
+
+
+def test_upstream_family_full_size_layout() -> None:
+    """At full size (on the meta device): the HIPIE part of what we expect from a release is
+    the authors' module's key list (the oracle's, contract 1) minus what it never uses, with
+    its alias pairs; our ignore globs cover its unused keys; the LLaVA side has the sizes the
+    issue gives."""
+    spec = json.loads((Path(__file__).parent / "fixtures" / "hipie_r50_keys.json").read_text())
+    prefix = spec["prefix"]
+    model = ReleasedSegLLM.meta(ReleasedConfig.from_released(RELEASE_CONFIG))
+    ours = model.checkpoint_spec()
+    hipie = {k[len(prefix) :]: v for k, v in ours.expected.items() if k.startswith(prefix)}
+    used = {k: tuple(s) for k, (s, _) in spec["keys"].items()
+            if not any(fnmatch(k, p) for p in spec["ignored"])}  # fmt: skip
+    assert hipie == used
+    stored_unused = [prefix + k for k in spec["keys"] if k not in used]
+    assert stored_unused and all(any(fnmatch(k, p) for p in IGNORED) for k in stored_unused)
+    theirs = {frozenset(prefix + n for n in pair) for pair in spec["aliases"]}
+    assert {frozenset(p) for p in ours.aliases} == theirs
+    shapes = ours.expected
+    assert shapes["model.embed_tokens.weight"] == shapes["lm_head.weight"] == (32011, 4096)
+    assert shapes["model.mm_projector.0.weight"] == (4096, 1024)
+    assert shapes["model.mask_enc_head.weight"] == (4096, 4)
+    assert shapes["model.segmentator_predictor.0.weight"] == (4096, 4096)
+    assert shapes["model.segmentator_predictor.2.weight"] == (8 * 768, 4096)
+    assert shapes[TOWER_PREFIX + "embeddings.position_embedding.weight"] == (257, 1024)
+    assert model.num_image_tokens == 256

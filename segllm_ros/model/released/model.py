@@ -47,6 +47,8 @@ RENAMES = (
 TOWER_PREFIX = "model.vision_tower.vision_tower.vision_model."
 IGNORED = (
     "model.segmentator.hipie.text_encoder.*",  # HIPIE's BERT: SegLLM feeds LLM tokens instead
+    "model.segmentator.hipie.criterion.*",  # training losses' buffers
+    "model.segmentator.hipie.detr.resizer.*",  # text-feature resizer, training only
     "model.layers.*.self_attn.rotary_emb.inv_freq",  # recomputed from the config
     "model.vision_tower.vision_tower.vision_model.embeddings.position_ids",
     "model.vision_tower.vision_tower.visual_projection.*",  # CLIP's joint-space head: unused
