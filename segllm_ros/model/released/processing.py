@@ -74,7 +74,7 @@ def reference_inputs(
     crop (R, 3, clip, clip) and each box ``[y0, x0, y1, x1] / size`` (R, 4), both at HIPIE's
     input scale; an empty mask gives zeros for both (upstream's stand-in)."""
     scaled = _as_uint8(resize_longest(image, size))
-    small = resize_longest(masks.float(), size) > 0.5  # masks as channels
+    small = resize_longest(masks.float(), size) >= 0.5  # masks as channels; PIL rounds up
     crops, boxes = [], []
     for mask in small:
         ys, xs = torch.nonzero(mask, as_tuple=True)
