@@ -29,7 +29,7 @@ project's token and the request field (rounds 2 and 1)."""
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
-    return write_released_folder(tmp_path_factory.mktemp("release"), seed=3)
+    return write_released_folder(tmp_path_factory.mktemp("release"), seed=0)
 
 
 def frame() -> Frame:
@@ -50,6 +50,7 @@ def test_upstream_engine_family_cached_equals_recompute(folder) -> None:
     _, recomputed = converse(folder, "recompute")
     for a, b in zip(cached, recomputed, strict=True):
         assert (a.text, a.kind, a.found) == (b.text, b.kind, b.found) == ("<seg>", a.kind, a.found)
+        assert 0 < a.mask.mean() < 1  # a partial mask: equality below is not trivial
         np.testing.assert_array_equal(a.mask, b.mask)
         assert a.score == pytest.approx(b.score, abs=1e-5)
         assert a.mask.shape == (90, 120)
@@ -85,3 +86,19 @@ def test_upstream_engine_family_masks_from_one_pass(folder) -> None:
             mask = T.postprocess_masks(low.float(), feats.hw, model.config.hipie.image_size)[0] > 0
             np.testing.assert_array_equal(mask.numpy(), res.mask)
             assert float(score) == pytest.approx(res.score, abs=1e-5)
+
+
+def test_upstream_engine_family_torch_options(folder) -> None:
+    """Static KV slots (``llm_graphs``) and int8 LLM weights run this family too (same
+    answers as the dynamic cache / within quantisation error); ``compile_graphs`` refuses it
+    with a reason instead of failing on SAM's settings."""
+    f = frame()
+    query = ROUNDS[0][0]
+    dynamic = load_engine(str(folder)).segment("c", query, f)
+    static = load_engine(str(folder), llm_graphs=True).segment("c", query, f)
+    np.testing.assert_array_equal(static.mask, dynamic.mask)
+    assert static.score == pytest.approx(dynamic.score, abs=1e-5)
+    int8 = load_engine(str(folder), llm_quant="int8").segment("c", query, f)
+    assert int8.score == pytest.approx(dynamic.score, abs=0.01)
+    with pytest.raises(ValueError, match="compile_graphs supports the segllm-sam family"):
+        load_engine(str(folder), compile_graphs=True)
