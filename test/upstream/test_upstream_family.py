@@ -14,6 +14,7 @@ import torch
 from released_folder import UNUSED, base_tokenizer, tiny_tokenizer, write_released_folder
 
 from segllm_ros.model.family import checkpoint_family, load_pretrained
+from segllm_ros.model.released import processing
 from segllm_ros.model.released.checkpoint import load_tensors, read_layout
 from segllm_ros.model.released.config import ADDED_TOKENS, ReleasedConfig
 from segllm_ros.model.released.model import IGNORED, TOWER_PREFIX, ReleasedSegLLM
@@ -135,3 +136,31 @@ def test_upstream_family_full_size_layout() -> None:
     assert shapes["model.segmentator_predictor.2.weight"] == (8 * 768, 4096)
     assert shapes[TOWER_PREFIX + "embeddings.position_embedding.weight"] == (257, 1024)
     assert model.num_image_tokens == 256
+
+
+def test_upstream_family_feature_tokens(folder) -> None:
+    """What fills the ``<video>`` placeholders, as upstream builds it: the patch tokens (no
+    CLS) of CLIP's second-to-last layer through ``mm_projector``; a reference's mask token =
+    the CLS of that layer for the crop through the same projector, its box token =
+    ``mask_enc_head``, both x0.5; all *added* to the placeholder's embedding."""
+    model = load_pretrained(folder).to_precision(torch.float32)
+    pixels = torch.randn(2, 3, model.clip_size, model.clip_size)
+    boxes = torch.rand(2, 4)
+    with torch.inference_mode():
+        states = model.vision_tower(pixel_values=pixels, output_hidden_states=True).hidden_states
+        layer = states[len(states) - 2]
+        proj = model.mm_projector
+        torch.testing.assert_close(model.vision_tokens(pixels), proj(layer[:, 1:]))
+        refs = model.encode_references(pixels, boxes)
+        torch.testing.assert_close(refs[:, 0], 0.5 * proj(layer[:, 0]))
+        torch.testing.assert_close(refs[:, 1], 0.5 * model.mask_enc_head(boxes))
+        video = model.image_token_id
+        ids = torch.tensor([[5, video, video, 7, video, video]])
+        image, ref = torch.randn(2, model.hidden_size), torch.randn(2, model.hidden_size)
+        got = processing.embed(model, ids, image, ref)
+        want = model.token_embeddings(ids)
+        want[0, [1, 2, 4, 5]] += torch.cat([image, ref])
+        torch.testing.assert_close(got, want)
+        # a later round: only reference placeholders, the image is not there
+        later = processing.embed(model, ids[:, 3:], image, ref)
+        torch.testing.assert_close(later, want[:, 3:])
