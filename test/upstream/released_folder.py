@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, models, normalizers, processors, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import CLIPVisionConfig, PreTrainedTokenizerFast
 
 from segllm_ros.model.hipie import HipieConfig
@@ -57,14 +57,19 @@ UNUSED = {
 """Stored tensors inference never reads (the release has BERT's and old rotary buffers)."""
 
 
-def base_tokenizer() -> PreTrainedTokenizerFast:
-    """Llama-like (legacy): each text piece between special tokens gets a leading "▁" and its
-    spaces become "▁", then BPE (trained here, deterministically, on ``CORPUS``); BOS
-    prepended. Spacing therefore changes the ids, as with Llama's own tokenizer."""
+def base_tokenizer(legacy: bool = True) -> PreTrainedTokenizerFast:
+    """Llama-like: spaces become "▁", then BPE (trained here, deterministically, on
+    ``CORPUS``); BOS prepended. ``legacy`` (Llama's fast tokenizer as transformers 4.31, the
+    authors' version, builds it): every text piece between special tokens gets a leading
+    "▁"; else only the text's very start does (Llama's ``legacy=False``). Spacing changes the
+    ids, as with Llama's own tokenizer."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")]
-    )
+    if legacy:
+        tok.normalizer = normalizers.Sequence(
+            [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")]
+        )
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=False)
     trainer = trainers.BpeTrainer(
         vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
     )
@@ -77,9 +82,9 @@ def base_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
+def tiny_tokenizer(legacy: bool = True) -> PreTrainedTokenizerFast:
     """``base_tokenizer`` with upstream's 11 added tokens (as the release saves it)."""
-    tokenizer = base_tokenizer()
+    tokenizer = base_tokenizer(legacy)
     add_released_tokens(tokenizer)
     return tokenizer
 

@@ -48,8 +48,19 @@ def user_text(
     return f"{ROLES[0]}: ", cfg.ref_token * 2 * num_refs + upstream_query(query)
 
 
-def _ids(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+def _ids(tokenizer, text: str, first: bool) -> list[int]:
+    """Ids of ``text`` where it stands in the conversation: the first round at its start
+    (after BOS), a later one right after the previous round's ``</s>``. Tokenised behind that
+    ``</s>`` so that a tokenizer treating the text's very start specially (Llama's
+    ``legacy=False`` adds "▁" there only) gives what the whole conversation holds."""
+    if first:
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        return bos + tokenizer(text, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    ids = tokenizer(tokenizer.eos_token + text, add_special_tokens=False)["input_ids"]
+    if ids[:1] != [eos]:
+        raise ValueError(f"the tokenizer does not split {tokenizer.eos_token!r} off the text")
+    return ids[1:]
 
 
 def tokenize_round(
@@ -63,17 +74,16 @@ def tokenize_round(
 ) -> RoundTokens:
     """Ids of one round (``segllm_ros.model.template.tokenize_round``'s contract). The round
     is tokenised as one string, as upstream does; the user turn's ids must be a prefix of it
-    (they are whenever the tokenizer does not merge across `` ASSISTANT:``)."""
+    (they are whenever the tokenizer does not merge across `` ASSISTANT:``). ``query_span``
+    is exact up to a merge across its ends (it only serves turn pooling, unused here)."""
     head, body = user_text(cfg, query, num_refs, first, num_image_tokens)
     user = f"{head}{body} {ROLES[1]}:"
-    bos = [tokenizer.bos_token_id] if first and tokenizer.bos_token_id is not None else []
-    user_ids = bos + _ids(tokenizer, user)
+    user_ids = _ids(tokenizer, user, first)
     answer_ids: list[int] = []
     if answer is not None:
-        ids = bos + _ids(tokenizer, f"{user} {answer}{tokenizer.eos_token}")
+        ids = _ids(tokenizer, f"{user} {answer}{tokenizer.eos_token}", first)
         if ids[: len(user_ids)] != user_ids:
             raise ValueError("the tokenizer merges the user turn into the answer")
         answer_ids = ids[len(user_ids) :]
-    start = len(bos) + len(_ids(tokenizer, head))
-    end = len(bos) + len(_ids(tokenizer, head + body))
-    return RoundTokens(user_ids, answer_ids, (start, end), seg_offset=SEG_STATE_OFFSET)
+    span = (len(_ids(tokenizer, head, first)), len(_ids(tokenizer, head + body, first)))
+    return RoundTokens(user_ids, answer_ids, span, seg_offset=SEG_STATE_OFFSET)
