@@ -93,6 +93,10 @@ def _scope(**modules: nn.Module) -> nn.Module:
 
 
 class HipieR50(nn.Module):
+    """HIPIE-R50 inference. Run it in float32: upstream runs its encoder and decoder in fp32
+    too (only the backbone and the proposal scoring see bf16 there), and it is small (57M
+    parameters) next to the LLM."""
+
     def __init__(self, config: HipieConfig | None = None) -> None:
         super().__init__()
         c = self.config = config or HipieConfig()
@@ -187,6 +191,8 @@ class HipieR50(nn.Module):
             levels.append(t.memory[:, start : start + h * w].transpose(1, 2).reshape(n, ch, h, w))
             start += h * w
         mask_feats = self.detr.mask_head(levels)
+        # the query's (cx, cy) before the last refinement, in input pixels (SegLLM passes the
+        # padded side as HIPIE's image size)
         centres = boxes_in[..., :2] * c.image_size
         masks = dynamic_mask_logits(
             self.detr.controller(queries), self.mask_shapes, centres, mask_feats,

@@ -49,16 +49,26 @@ def query_scores(logits: Tensor, iou: Tensor) -> Tensor:
     return torch.sqrt(classes.sigmoid() * iou.sigmoid())
 
 
-def select_target_query(
-    logits: Tensor, boxes: Tensor, iou: Tensor, nms_iou: float = 0.7, max_instances: int = 100
-) -> tuple[int, Tensor]:
-    """The chosen query index and its score (-1 when no kept pair is labelled target, as
-    upstream). logits (Q, T), boxes (Q, 4) cxcywh, iou (Q, 1)."""
-    prob = query_scores(logits, iou)
+def ranked_instances(
+    prob: Tensor, boxes: Tensor, nms_iou: float = 0.7, max_instances: int = 100
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Upstream's instance list: NMS on each query's best class, then the top (query, class)
+    pairs of the kept queries. prob (Q, 2) from ``query_scores``, boxes (Q, 4) cxcywh.
+    Returns (query indices, labels 0 = reference / 1 = target, scores), best first."""
     best, labels = prob.max(1)
     keep = batched_nms(box_cxcywh_to_xyxy(boxes), best, labels, nms_iou)
     top = prob[keep].flatten().topk(min(max_instances, 2 * len(keep)))
-    queries, is_target = keep[top.indices // 2], top.indices % 2 == 1
-    scores = torch.where(is_target, top.values, torch.full_like(top.values, -1.0))
+    return keep[top.indices // 2], top.indices % 2, top.values
+
+
+def select_target_query(
+    logits: Tensor, boxes: Tensor, iou: Tensor, nms_iou: float = 0.7, max_instances: int = 100
+) -> tuple[int, Tensor]:
+    """The chosen query index and its score: the best instance labelled target (-1 when
+    there is none, as upstream). logits (Q, T), boxes (Q, 4) cxcywh, iou (Q, 1)."""
+    queries, labels, scores = ranked_instances(
+        query_scores(logits, iou), boxes, nms_iou, max_instances
+    )
+    scores = torch.where(labels == 1, scores, torch.full_like(scores, -1.0))
     pick = int(scores.argmax())
     return int(queries[pick]), scores[pick]
