@@ -89,9 +89,9 @@ def test_upstream_engine_family_masks_from_one_pass(folder) -> None:
 
 
 def test_upstream_engine_family_torch_options(folder) -> None:
-    """Static KV slots (``llm_graphs``) and int8 LLM weights run this family too (same
-    answers as the dynamic cache / within quantisation error); ``compile_graphs`` refuses it
-    with a reason instead of failing on SAM's settings."""
+    """Static KV slots (``llm_graphs``), int8 LLM weights and bf16 (HIPIE kept in float32)
+    run this family too (same answers as the dynamic cache / within quantisation error);
+    ``compile_graphs`` refuses it with a reason instead of failing on SAM's settings."""
     f = frame()
     query = ROUNDS[0][0]
     dynamic = load_engine(str(folder)).segment("c", query, f)
@@ -100,5 +100,8 @@ def test_upstream_engine_family_torch_options(folder) -> None:
     assert static.score == pytest.approx(dynamic.score, abs=1e-5)
     int8 = load_engine(str(folder), llm_quant="int8").segment("c", query, f)
     assert int8.score == pytest.approx(dynamic.score, abs=0.01)
+    bf16 = load_engine(str(folder), precision="bf16")
+    assert bf16.model.dtype == torch.bfloat16 and bf16.model.segmentator_dtype == torch.float32
+    assert bf16.segment("c", query, f).mask.shape == dynamic.mask.shape
     with pytest.raises(ValueError, match="compile_graphs supports the segllm-sam family"):
         load_engine(str(folder), compile_graphs=True)

@@ -120,6 +120,10 @@ class ReleasedSegLLM(nn.Module):
         return self.config.hidden_size
 
     @property
+    def segmentator_dtype(self) -> torch.dtype:
+        return next(self.segmentator.parameters()).dtype
+
+    @property
     def image_token_id(self) -> int:
         """The ``<video>`` placeholder (image and references alike)."""
         return self.tokenizer.convert_tokens_to_ids(self.config.image_token)
@@ -138,7 +142,7 @@ class ReleasedSegLLM(nn.Module):
     def sam_encoder(self, frame: np.ndarray | torch.Tensor) -> list[torch.Tensor]:
         """HxWx3 uint8 frame -> HIPIE's backbone levels (per frame; cached by the engine)."""
         pixels, _ = self.segmentator.preprocess(frame)
-        return self.segmentator.image_features(pixels.to(self.dtype))
+        return self.segmentator.image_features(pixels.to(self.segmentator_dtype))
 
     def encode_references(
         self, crops: torch.Tensor, boxes: torch.Tensor, keep: torch.Tensor | None = None
@@ -187,12 +191,17 @@ class ReleasedSegLLM(nn.Module):
         Upstream HIPIE reads no turn pooling and no referenced masks: both are ignored."""
         c = self.config.hipie
         text = self.segmentator_predictor(seg_hidden).view(-1, c.text_tokens, c.text_dim)
+        text = text.to(self.segmentator_dtype)
         mask, score = self.segmentator.select_target(self.segmentator(features, text))
         score = score.reshape(1, 1).to(mask.dtype)
         return mask, score, torch.zeros_like(score)
 
     def to_precision(self, dtype: torch.dtype) -> ReleasedSegLLM:
-        return self.to(dtype)
+        """Cast to ``dtype``, HIPIE excepted: it runs in float32 (as upstream's encoder and
+        decoder do; 57M parameters)."""
+        self.to(dtype)
+        self.segmentator.float()
+        return self
 
     # ------------------------------------------------------------ checkpoint
     def checkpoint_names(self) -> dict[str, str]:
@@ -265,4 +274,4 @@ class ReleasedSegLLM(nn.Module):
         left = [n for n, t in model.state_dict().items() if t.is_meta]
         if left:
             raise ValueError(f"{directory}: tensors not loaded: {left[:5]}")
-        return model.to(device).eval()
+        return model.to_precision(state["llm.lm_head.weight"].dtype).to(device).eval()
