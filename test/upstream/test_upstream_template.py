@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from released_folder import tiny_tokenizer
 
-from segllm_ros.engine.references import resolve_references
+from segllm_ros.engine.references import BadReferenceError, resolve_references
 from segllm_ros.model.released.config import ReleasedConfig
 from segllm_ros.model.released.template import tokenize_round
 
@@ -74,3 +74,10 @@ def test_upstream_template_seg_state_and_split() -> None:
     query = tok("Segment his hair.", add_special_tokens=False)["input_ids"]
     # the last piece may merge with " ASSISTANT" (BPE across the boundary, as Llama's does)
     assert end - start == 2 + len(query) and rnd.user_ids[start + 2 : end - 1] == query[:-1]
+
+
+def test_upstream_template_ref_to_a_missing_round_is_refused() -> None:
+    """``[REF:k]`` is validated like this project's forms, before anything runs."""
+    with pytest.raises(BadReferenceError, match="round 3 does not exist"):
+        resolve_references("Segment his hair.[REF:3]", [], 1)
+    assert resolve_references("Segment [ref: 1] and <instance 2>", [], 2) == [1, 2]
