@@ -33,7 +33,7 @@ from segllm_ros.interface.mask_codec import mask_to_box
 from segllm_ros.model import transforms as T
 from segllm_ros.model.processing import FrameFeatures
 from segllm_ros.model.segllm import SegLLMModel
-from segllm_ros.model.template import RoundTokens, tokenize_round
+from segllm_ros.model.template import RoundTokens
 from segllm_ros.runtime.base import KVCache, Runtime
 from segllm_ros.runtime.registry import load_runtime
 from segllm_ros.runtime.torch_runtime import TorchRuntime
@@ -183,7 +183,7 @@ class SegLLMEngine:
                 on_stage(name)
 
         t0 = time.perf_counter()
-        check_frame(frame, self.runtime.config.sam.image_size)
+        check_frame(frame, self.runtime.input_size)
         live = None if reset_before else self.store.get(conversation_id)
         conv = live if live is not None else self.store.new_conversation(conversation_id)
         refs = self._resolve(conv, query, ref_rounds)
@@ -217,9 +217,7 @@ class SegLLMEngine:
         t3 = time.perf_counter()
         kind = answer_kind(len(segments), plural)
         full = union_mask(segments, (frame.height, frame.width))
-        kept = history_frame(
-            frame, self.config.history_max_side or self.runtime.config.sam.image_size
-        )
+        kept = history_frame(frame, self.config.history_max_side or self.runtime.input_size)
         rnd = Round.from_segments(
             conv.num_rounds + 1,
             query,
@@ -347,16 +345,7 @@ class SegLLMEngine:
     def _round_tokens(
         self, query: str, answer: str | None, num_refs: int, first: bool
     ) -> RoundTokens:
-        runtime = self.runtime
-        return tokenize_round(
-            runtime.tokenizer,
-            runtime.config,
-            query,
-            answer,
-            num_refs,
-            first,
-            runtime.num_image_tokens,
-        )
+        return self.runtime.tokenize_round(query, answer, num_refs, first)
 
     def _feed(
         self, ids: list[int], refs: list[torch.Tensor], image_tokens: torch.Tensor, cache: KVCache
@@ -431,7 +420,8 @@ class SegLLMEngine:
         return (
             answer,
             _SegState(
-                hidden[len(tokens.user_ids) + seg[0]][None], embeds[start:end].mean(0, keepdim=True)
+                hidden[len(tokens.user_ids) + seg[0] + tokens.seg_offset][None],
+                embeds[start:end].mean(0, keepdim=True),
             ),
             kept,
         )
@@ -480,7 +470,7 @@ class SegLLMEngine:
         multi-segment model's slot when its presence score reaches the threshold too."""
         if seg is None:
             return [], False
-        size = self.runtime.config.sam.image_size
+        size = self.runtime.input_size
         dense = None
         if refs and not self.config.blank_references:
             masks = torch.stack([self._mask_on(conv, k, feats.hw) for k in refs]).float()

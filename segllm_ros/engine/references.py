@@ -33,10 +33,12 @@ DEFAULT_MAX_REFS = 4
 #: below, the tabletop generator and the MRSeg generators.
 REFERENCE_FORMS = {"output": "<the output of round {k}>", "instance": "<instance {k}>"}
 
-# The forms above, any case, any amount of whitespace; a signed number so that "round -1" is
-# reported as a bad reference instead of passing as plain text.
+# The forms above, any case, any amount of whitespace, and the authors' ``[REF:k]`` (their
+# released model's CLI); a signed number so that "round -1" is reported as a bad reference
+# instead of passing as plain text.
 _ROUND_TOKEN = re.compile(
-    r"<\s*(?:the\s+output\s+of\s+round|instance)\s+([-+]?\d+)\s*>",
+    r"<\s*(?:the\s+output\s+of\s+round|instance)\s+([-+]?\d+)\s*>"
+    r"|\[\s*REF\s*:\s*([-+]?\d+)\s*\]",
     re.IGNORECASE,
 )
 # Any angle-bracket token: its words ("it", "that", ...) are not pronouns.
@@ -71,7 +73,7 @@ def parse_references(text: str) -> list[int]:
     """
     seen: dict[int, None] = {}
     for match in _ROUND_TOKEN.finditer(text):
-        seen.setdefault(int(match.group(1)), None)
+        seen.setdefault(int(match.group(1) or match.group(2)), None)
     return list(seen)
 
 

@@ -14,8 +14,12 @@ CONFIG_NAME = "config.json"
 DEFAULT_FAMILY = "segllm-sam"
 FAMILIES: dict[str, str] = {
     "segllm-sam": "segllm_ros.model.segllm:SegLLMModel",  # LLaVA-style LLM + SAM decoder
+    # the authors' released checkpoints (LLaVA-1.5-7B + HIPIE-R50), their own config.json
+    "segllm-hipie": "segllm_ros.model.released.model:ReleasedSegLLM",
 }
 """Family name -> ``module:Class``, imported only when a checkpoint of that family loads."""
+MODEL_TYPE_FAMILIES: dict[str, str] = {"llava": "segllm-hipie"}
+"""Configs written by other code name no family: their ``model_type`` tells it."""
 
 
 def register_family(name: str, target: str) -> None:
@@ -34,11 +38,13 @@ def family_class(name: str) -> type[nn.Module]:
 
 
 def checkpoint_family(directory: str | Path) -> str:
-    """The family named by a checkpoint folder's config."""
+    """The family named by a checkpoint folder's config (or by its ``model_type``)."""
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{directory} is not a SegLLM checkpoint: no {CONFIG_NAME}")
-    return json.loads(path.read_text()).get("family", DEFAULT_FAMILY)
+    data = json.loads(path.read_text())
+    default = MODEL_TYPE_FAMILIES.get(data.get("model_type"), DEFAULT_FAMILY)
+    return data.get("family", default)
 
 
 def load_pretrained(directory: str | Path, device: str = "cpu") -> nn.Module:

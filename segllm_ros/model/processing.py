@@ -66,6 +66,11 @@ class FrameFeatures:
     sam_embedding: torch.Tensor  # (1, C, h, w)
 
 
+def input_size(config: SegLLMConfig) -> int:
+    """Side of the square the mask decoder's input frame is resized and padded to."""
+    return config.sam.image_size
+
+
 def image_tokens(graphs: Graphs, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     """(B, 3, H, W) 0..255, or B images of any sizes -> (B, N, hidden) image tokens."""
     return graphs.vision_tokens(T.clip_batch(images, graphs.clip_size).to(graphs.dtype))

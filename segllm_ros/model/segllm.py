@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from segllm_ros.model import processing as P
+from segllm_ros.model import template
 from segllm_ros.model.batch import IGNORE_INDEX, Batch
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.family import CONFIG_NAME, DEFAULT_FAMILY
@@ -133,6 +134,8 @@ class SegLLMModel(nn.Module):
     ``processing``, shared with every runtime. Build a new model with ``build``."""
 
     family = DEFAULT_FAMILY
+    processing = P  # the family's pre/post-processing and prompt format (runtime.base.Runtime)
+    template = template
 
     def __init__(
         self, config: SegLLMConfig, tokenizer, llm: nn.Module, vision_tower: CLIPVisionModel

@@ -14,11 +14,14 @@ from segllm_ros.model.config import SegLLMConfig
 @dataclass
 class RoundTokens:
     """Token ids of one round: the user turn (ends with ``ASSISTANT:``) and the answer.
-    ``query_span`` is [start, end) of the reference placeholders + query inside ``user_ids``."""
+    ``query_span`` is [start, end) of the reference placeholders + query inside ``user_ids``;
+    the mask decoder reads the hidden state ``seg_offset`` positions from the ``<seg>`` token
+    (its own here; the released family's prompt format reads the one before it)."""
 
     user_ids: list[int]
     answer_ids: list[int]
     query_span: tuple[int, int] = (0, 0)
+    seg_offset: int = 0
 
     @property
     def ids(self) -> list[int]:

@@ -10,14 +10,17 @@ the torch model's ``forward`` uses, so the backends differ only in what executes
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from segllm_ros.model import processing as P
+from segllm_ros.model import template as vicuna_template
 from segllm_ros.model.config import SegLLMConfig
 from segllm_ros.model.processing import FrameFeatures
+from segllm_ros.model.template import RoundTokens
 
 
 class KVCache(Protocol):
@@ -40,6 +43,10 @@ class Runtime(ABC):
     device: torch.device
     dtype: torch.dtype
     backend: str
+    # The model family's pre/post-processing and prompt format: modules with the functions of
+    # ``segllm_ros.model.processing`` / ``segllm_ros.model.template`` (segllm-sam's).
+    processing: ModuleType = P
+    template: ModuleType = vicuna_template
 
     def __init__(
         self,
@@ -58,14 +65,23 @@ class Runtime(ABC):
         self.image_token_id = ids(config.image_token)
         self.seg_token_id = ids(config.seg_token)
         self.ref_token_id = ids(config.ref_token)
+        self.input_size = self.processing.input_size(config)
 
     def encode_frame(self, image: np.ndarray) -> FrameFeatures:
         """One camera frame (HxWx3 uint8) -> the features every round on it reuses."""
-        return P.encode_frame(self, image)
+        return self.processing.encode_frame(self, image)
 
     def reference_tokens(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Earlier masks (R, H, W) on ``image`` -> (2R, hidden) [mask, box] tokens."""
-        return P.reference_tokens(self, image, masks)
+        return self.processing.reference_tokens(self, image, masks)
+
+    def tokenize_round(
+        self, query: str, answer: str | None, num_refs: int, first: bool
+    ) -> RoundTokens:
+        """Token ids of one round in the family's prompt format."""
+        return self.template.tokenize_round(
+            self.tokenizer, self.config, query, answer, num_refs, first, self.num_image_tokens
+        )
 
     def embed(
         self,
@@ -74,7 +90,7 @@ class Runtime(ABC):
         ref_tokens: torch.Tensor | None,
     ) -> torch.Tensor:
         """Ids (1, L) -> input embeddings (1, L, hidden), placeholders filled."""
-        return P.embed(self, input_ids, image_tokens, ref_tokens)
+        return self.processing.embed(self, input_ids, image_tokens, ref_tokens)
 
     @abstractmethod
     def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -107,6 +107,10 @@ def compile_and_warm_up(model: SegLLMModel, cache_dir: str = "") -> tuple[GraphS
     """Compile the model's encoders and mask decoder for its device and dtype, with inductor's
     cache in ``cache_dir`` (empty: ``default_cache_dir()``; the setting is process-wide), and
     warm them up on inputs of the shapes the engine feeds them."""
+    if not isinstance(model, SegLLMModel):
+        raise ValueError(
+            f"compile_graphs supports the {SegLLMModel.family} family, not {model.family!r}"
+        )
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder.resolve())

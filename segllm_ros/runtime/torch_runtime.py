@@ -29,6 +29,7 @@ class TorchRuntime(Runtime):
         """``compiled``: the encoders and mask decoder through ``torch.compile``, compiled and
         warmed up here (cost in ``compile_report``), cached in ``compile_cache_dir``."""
         self.model = model.eval()
+        self.processing, self.template = model.processing, model.template
         super().__init__(
             model.config,
             model.tokenizer,

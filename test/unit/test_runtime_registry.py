@@ -79,15 +79,15 @@ def test_unknown_family_lists_the_choices(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["family"] == "segllm-sam"
-    config["family"] = "segllm-hipie"
+    config["family"] = "segllm-future"
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(
         ValueError,
-        match=r"unknown model family 'segllm-hipie'; one of "
-        r"\['segllm-sam'\]",
+        match=r"unknown model family 'segllm-future'; one of "
+        r"\['segllm-hipie', 'segllm-sam'\]",
     ):
         load_runtime(str(tmp_path))
-    with pytest.raises(ValueError, match="holds a 'segllm-hipie' model"):
+    with pytest.raises(ValueError, match="holds a 'segllm-future' model"):
         SegLLMModel.from_pretrained(tmp_path)
 
 
