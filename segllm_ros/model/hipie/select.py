@@ -28,7 +28,10 @@ def pairwise_iou(boxes: Tensor) -> Tensor:
 
 def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
     """Greedy NMS within each label; kept indices by decreasing score (torchvision's
-    ``batched_nms`` semantics)."""
+    ``batched_nms`` semantics). Runs on the CPU (about 100 boxes; the greedy loop would
+    otherwise sync with the GPU once per box); indices come back on the input's device."""
+    device = boxes.device
+    boxes, scores, labels = (t.detach().float().cpu() for t in (boxes, scores, labels))
     order = scores.argsort(descending=True, stable=True)
     iou = pairwise_iou(boxes[order])
     same = labels[order][:, None] == labels[order][None, :]
@@ -39,7 +42,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
             continue
         keep.append(i)
         suppressed |= same[i] & (iou[i] > iou_threshold)
-    return order[torch.tensor(keep, dtype=torch.long)]
+    return order[torch.tensor(keep, dtype=torch.long)].to(device)
 
 
 def query_scores(logits: Tensor, iou: Tensor) -> Tensor:
