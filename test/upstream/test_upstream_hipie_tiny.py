@@ -3,6 +3,8 @@ this config), and its rewrites of upstream operations compute what upstream comp
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,24 @@ def test_upstream_hipie_answer_is_best_target() -> None:
     index, score = select_target_query(logits, boxes, iou)
     assert index == 1
     torch.testing.assert_close(score, torch.sqrt(torch.sigmoid(torch.tensor(2.0)) * 0.5))
+
+
+def test_upstream_hipie_no_target_instance_is_an_empty_answer() -> None:
+    """Every query scores "reference" above "target", so the top instances (4 here, 100 in
+    the release) are all references: upstream would still show the best one (score -1); the
+    answer is an empty mask instead."""
+    torch.manual_seed(0)
+    model = HipieR50(dataclasses.replace(HipieConfig.tiny(), max_instances=4)).eval()
+    image = np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    with torch.no_grad():
+        pixels, _ = model.preprocess(image)
+        out = model(model.image_features(pixels), torch.randn(1, 8, model.config.text_dim))
+    half = out.logits.shape[-1] // 2
+    out.logits[..., :half] = 5.0
+    out.logits[..., half:] = -5.0
+    mask, score = model.select_target(out)
+    assert float(score) == -1.0
+    assert bool((mask < 0).all())
+    out.logits[..., half:] = 6.0  # targets back on top: a real mask again
+    mask, score = model.select_target(out)
+    assert float(score) > 0 and bool((mask > 0).any())

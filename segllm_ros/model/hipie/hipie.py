@@ -33,6 +33,9 @@ from segllm_ros.model.hipie.select import select_target_query
 from segllm_ros.model.hipie.transformer import DeformableTransformer
 from segllm_ros.model.transforms import to_tensor
 
+NO_OBJECT_LOGIT = -1e4
+"""Mask logit of an answer with no target (finite: it is resized and may be half precision)."""
+
 
 @dataclass
 class HipieConfig:
@@ -202,9 +205,15 @@ class HipieR50(nn.Module):
         return HipieOutputs(logits, boxes, iou, masks, t.memory, t.topk)
 
     def select_target(self, outputs: HipieOutputs) -> tuple[Tensor, Tensor]:
-        """Upstream's answer for batch item 0: (mask logits (1, 1, S/4, S/4), score (1,))."""
+        """Upstream's answer for batch item 0: (mask logits (1, 1, S/4, S/4), score (1,)).
+        When no instance is labelled "target", upstream still shows a (reference) instance
+        with score -1; here that answer is an empty mask (the engine reports NOT_FOUND)
+        rather than an object the query did not ask for."""
         index, score = select_target_query(
             outputs.logits[0], outputs.boxes[0], outputs.iou[0],
             self.config.nms_iou, self.config.max_instances,
         )  # fmt: skip
-        return outputs.masks[0, index][None, None], score.reshape(1)
+        mask = outputs.masks[0, index][None, None]
+        if float(score) < 0:
+            mask = torch.full_like(mask, NO_OBJECT_LOGIT)
+        return mask, score.reshape(1)
