@@ -187,8 +187,9 @@ class ReleasedSegLLM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One ``<seg>`` state (1, hidden) -> 8 HIPIE text tokens -> HIPIE -> upstream's
         selected instance: mask logits (1, 1, s, s) over the padded input, its score (1, 1)
-        (-1, with an empty mask: no instance was labelled "target"), plural logit 0 (one object per answer).
-        Upstream HIPIE reads no turn pooling and no referenced masks: both are ignored."""
+        (-1, with an empty mask: no instance was labelled "target"), plural logit 0 (one
+        object per answer). Upstream HIPIE reads no turn pooling and no referenced masks:
+        both are ignored."""
         c = self.config.hipie
         text = self.segmentator_predictor(seg_hidden).view(-1, c.text_tokens, c.text_dim)
         text = text.to(self.segmentator_dtype)
