@@ -166,3 +166,25 @@ def test_upstream_family_feature_tokens(folder) -> None:
         # a later round: only reference placeholders, the image is not there
         later = processing.embed(model, ids[:, 3:], image, ref)
         torch.testing.assert_close(later, want[:, 3:])
+
+
+def test_upstream_family_cli_dry_run_and_decoder_export(folder, tmp_path, capsys) -> None:
+    """``python -m segllm_ros.model.released``: the report, then HIPIE alone (its tensors
+    only) exported to ONNX; a folder that does not fit stops before any export."""
+    from segllm_ros.model.released.__main__ import main
+
+    out = tmp_path / "onnx"
+    assert main([str(folder), "--export-decoder", str(out)]) == 0
+    assert "OK: every expected tensor is stored" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["hipie_image.onnx", "hipie_round.onnx"]
+    alone = ReleasedSegLLM.load_segmentator(folder).state_dict()
+    whole = load_pretrained(folder).segmentator.state_dict()
+    assert alone.keys() == whole.keys()
+    assert all(torch.equal(alone[k], whole[k].float()) for k in alone)
+
+    broken = write_released_folder(tmp_path / "broken", seed=5)
+    data = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**data, "num_hidden_layers": 3}))
+    assert main([str(broken), "--export-decoder", str(tmp_path / "none")]) == 1
+    assert "NOT LOADABLE" in capsys.readouterr().out
+    assert not (tmp_path / "none").exists()

@@ -248,6 +248,18 @@ class CheckpointSpec:
     ignore: tuple[str, ...] = ()
     aliases: tuple[tuple[str, str], ...] = ()
 
+    def subset(self, own_prefix: str) -> CheckpointSpec:
+        """The part held by one submodule (own names under ``own_prefix``, stripped of it);
+        every other stored tensor is ignored, e.g. HIPIE alone out of the 15 GB release."""
+        inside = {k: v for k, v in self.rename.items() if v.startswith(own_prefix)}
+        rename = {k: v.removeprefix(own_prefix) for k, v in inside.items()}
+        return CheckpointSpec(
+            {k: self.expected[k] for k in rename},
+            rename,
+            ("*",),
+            tuple(p for p in self.aliases if p[0] in rename and p[1] in rename),
+        )
+
     def check(self, folder: str | Path) -> KeyReport:
         """The dry run: headers only."""
         return check_keys(self.expected, read_layout(folder), self.ignore, self.aliases)

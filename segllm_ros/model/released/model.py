@@ -250,6 +250,15 @@ class ReleasedSegLLM(nn.Module):
         return cls.meta(config).checkpoint_spec(stores_tower(directory)).check(directory)
 
     @classmethod
+    def load_segmentator(cls, directory: str | Path) -> HipieR50:
+        """HIPIE alone, in float32, reading only its tensors (for exporting the decoder)."""
+        config = ReleasedConfig.load(directory)
+        spec = cls.meta(config).checkpoint_spec(stores_tower(directory)).subset("segmentator.")
+        model = HipieR50(config.hipie)
+        model.load_state_dict(spec.load(directory, torch.float32))
+        return model.eval()
+
+    @classmethod
     def from_pretrained(
         cls, directory: str | Path, device: str = "cpu", vision_tower: str | None = None
     ) -> ReleasedSegLLM:
