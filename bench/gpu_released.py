@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gpu_latency import camera_frame, engine_rounds, sync
+from gpu_latency import camera_frame, engine_rounds, time_ms
 from source_tree import ROOT
 
 sys.path.insert(0, str(ROOT / "test" / "upstream"))  # the tiny release writer (tests' helper)
@@ -40,33 +39,15 @@ from released_folder import tiny_tokenizer, write_released_folder
 
 from segllm_ros.model.family import load_pretrained
 from segllm_ros.model.hipie import HipieR50
-from segllm_ros.model.released.config import ReleasedConfig
+from segllm_ros.model.released.config import RELEASED_7B, ReleasedConfig
 from segllm_ros.model.released.model import ReleasedSegLLM
 from segllm_ros.runtime.torch_runtime import TorchRuntime
-
-VICUNA_7B = {
-    "model_type": "llava",
-    "hidden_size": 4096,
-    "intermediate_size": 11008,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 32,
-    "num_hidden_layers": 32,
-    "max_position_embeddings": 4096,
-    "rms_norm_eps": 1e-5,
-    "vocab_size": 32011,
-    "mm_vision_tower": "openai/clip-vit-large-patch14",
-    "mm_hidden_size": 1024,
-    "mm_projector_type": "mlp2x_gelu",
-    "mm_vision_select_layer": -2,
-    "segmentator": "hipie",
-}
-"""The release's architecture as its config.json states it (the parts this project reads)."""
 
 
 def build_random(device: torch.device) -> ReleasedSegLLM:
     """Full size, random weights, bf16 on ``device`` (HIPIE fp32). The tokenizer is the tests'
     tiny one: latency does not depend on which ids the words get."""
-    config = ReleasedConfig.from_released(VICUNA_7B)
+    config = ReleasedConfig.from_released(RELEASED_7B)
     torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device(device):
@@ -74,19 +55,6 @@ def build_random(device: torch.device) -> ReleasedSegLLM:
     finally:
         torch.set_default_dtype(torch.float32)
     return model.to_precision(torch.bfloat16).eval()
-
-
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Median ms of ``fn()`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def hipie_in(hipie: HipieR50, dtype: torch.dtype, device: torch.device, repeats: int):
@@ -97,8 +65,8 @@ def hipie_in(hipie: HipieR50, dtype: torch.dtype, device: torch.device, repeats:
     with torch.no_grad():
         pixels = model.preprocess(camera_frame(0).image)[0].to(dtype)
         feats = model.image_features(pixels)
-        frame_ms = timed(lambda: model.image_features(pixels), device, repeats)
-        round_ms = timed(lambda: model(feats, text), device, repeats)
+        frame_ms = time_ms(lambda: model.image_features(pixels), device, repeats)["median_ms"]
+        round_ms = time_ms(lambda: model(feats, text), device, repeats)["median_ms"]
         mask, score = model.select_target(model(feats, text))
     return frame_ms, round_ms, mask.float() > 0, float(score)
 

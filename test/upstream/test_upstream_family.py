@@ -16,7 +16,7 @@ from released_folder import UNUSED, base_tokenizer, tiny_tokenizer, write_releas
 from segllm_ros.model.family import checkpoint_family, load_pretrained
 from segllm_ros.model.released import processing
 from segllm_ros.model.released.checkpoint import load_tensors, read_layout
-from segllm_ros.model.released.config import ADDED_TOKENS, ReleasedConfig
+from segllm_ros.model.released.config import ADDED_TOKENS, RELEASED_7B, ReleasedConfig
 from segllm_ros.model.released.model import IGNORED, TOWER_PREFIX, ReleasedSegLLM
 from segllm_ros.model.released.tokens import add_released_tokens
 
@@ -92,24 +92,6 @@ def test_upstream_family_config_and_tokens(folder) -> None:
         add_released_tokens(partial)
 
 
-RELEASE_CONFIG = {
-    "model_type": "llava",
-    "hidden_size": 4096,
-    "intermediate_size": 11008,
-    "num_attention_heads": 32,
-    "num_hidden_layers": 32,
-    "num_key_value_heads": 32,
-    "max_position_embeddings": 4096,
-    "rms_norm_eps": 1e-5,
-    "vocab_size": 32011,
-    "mm_vision_tower": "openai/clip-vit-large-patch14",
-    "mm_hidden_size": 1024,
-    "mm_projector_type": "mlp2x_gelu",
-    "mm_vision_select_layer": -2,
-    "mm_vision_select_feature": "patch",
-    "mm_use_bbox_encode": True,
-    "segmentator": "hipie",
-}
 """The release's architecture as the issue states it (LLaVA-1.5-7B, ViT-L/14-224, HIPIE-R50)."""
 
 
@@ -120,7 +102,7 @@ def test_upstream_family_full_size_layout() -> None:
     issue gives."""
     spec = json.loads((Path(__file__).parent / "fixtures" / "hipie_r50_keys.json").read_text())
     prefix = spec["prefix"]
-    model = ReleasedSegLLM.meta(ReleasedConfig.from_released(RELEASE_CONFIG))
+    model = ReleasedSegLLM.meta(ReleasedConfig.from_released(RELEASED_7B))
     ours = model.checkpoint_spec()
     hipie = {k[len(prefix) :]: v for k, v in ours.expected.items() if k.startswith(prefix)}
     used = {k: tuple(s) for k, (s, _) in spec["keys"].items()

@@ -70,6 +70,26 @@ CLIP_VIT_L14_224 = {
 }
 """``openai/clip-vit-large-patch14``'s vision config: the tower every release names."""
 KNOWN_TOWERS = {"openai/clip-vit-large-patch14": CLIP_VIT_L14_224}
+RELEASED_7B = {
+    "model_type": RELEASED_MODEL_TYPE,
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "vocab_size": 32011,
+    "mm_vision_tower": "openai/clip-vit-large-patch14",
+    "mm_hidden_size": 1024,
+    "mm_projector_type": "mlp2x_gelu",
+    "mm_vision_select_layer": -2,
+    "mm_vision_select_feature": "patch",
+    "mm_use_bbox_encode": True,
+    "segmentator": "hipie",
+}
+"""The released checkpoints' architecture as their config.json states it (the fields read
+here): builds the full-size model without the folder (meta dry runs, the GPU benchmark)."""
 
 
 @dataclass
