@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = [
     "DEFAULT_MAX_REFS",
@@ -23,6 +23,7 @@ __all__ = [
     "parse_references",
     "pronoun_reference",
     "resolve_references",
+    "rewrite_references",
     "uses_pronoun_reference",
 ]
 
@@ -75,6 +76,13 @@ def parse_references(text: str) -> list[int]:
     for match in _ROUND_TOKEN.finditer(text):
         seen.setdefault(int(match.group(1) or match.group(2)), None)
     return list(seen)
+
+
+def rewrite_references(text: str, rewrite: Callable[[int, str], str]) -> str:
+    """``text`` with every explicit reference token replaced by ``rewrite(k, token)``: how a
+    model family writes references in its own prompt format (same tokens as
+    ``parse_references`` reads)."""
+    return _ROUND_TOKEN.sub(lambda m: rewrite(int(m.group(1) or m.group(2)), m.group(0)), text)
 
 
 def pronoun_reference(text: str) -> str | None:

@@ -17,14 +17,11 @@ words upstream's data uses for an earlier output, "instance k".
 
 from __future__ import annotations
 
-import re
-
+from segllm_ros.engine.references import rewrite_references
 from segllm_ros.model.released.config import ReleasedConfig
 from segllm_ros.model.template import RoundTokens
 
 ROLES = ("USER", "ASSISTANT")
-UPSTREAM_REF = re.compile(r"\[REF:\d+\]")
-PROJECT_REF = re.compile(r"<\s*(?:the\s+output\s+of\s+round|instance)\s+(\d+)\s*>", re.IGNORECASE)
 SEG_STATE_OFFSET = -1
 """Upstream decodes the hidden state *before* each ``<seg>`` (the one that predicts it)."""
 
@@ -32,7 +29,9 @@ SEG_STATE_OFFSET = -1
 def upstream_query(query: str) -> str:
     """The query as upstream's model reads it: ``[REF:k]`` dropped, this project's reference
     tokens written as "instance k"."""
-    return PROJECT_REF.sub(lambda m: f"instance {m.group(1)}", UPSTREAM_REF.sub("", query))
+    return rewrite_references(
+        query, lambda k, token: "" if token.startswith("[") else f"instance {k}"
+    )
 
 
 def user_text(
