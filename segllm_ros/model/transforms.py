@@ -95,6 +95,18 @@ def sam_preprocess(
     return F.pad(x, (0, size - nw, 0, size - nh))
 
 
+def resize_longest(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(C, H, W) -> (C, h, w) with the longest side ``size``: bilinear, antialiased, sides
+    rounded half up as ``segment_anything``'s ``ResizeLongestSide`` (which the released
+    SegLLM's HIPIE input uses) rounds them."""
+    h, w = image.shape[-2:]
+    scale = size / max(h, w)
+    shape = (int(h * scale + 0.5), int(w * scale + 0.5))
+    return F.interpolate(image[None], shape, mode="bilinear", align_corners=False, antialias=True)[
+        0
+    ]
+
+
 def resize_to_input_frame(mask: torch.Tensor, frame_hw: tuple[int, int], size: int) -> torch.Tensor:
     """A full-frame mask -> SAM input space (longest side ``size``, padded), for dense prompts
     and training targets. Input (..., H, W) float; output (..., size, size)."""

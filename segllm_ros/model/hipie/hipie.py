@@ -31,7 +31,7 @@ from segllm_ros.model.hipie.mask_head import (
 from segllm_ros.model.hipie.position import image_pos_embed
 from segllm_ros.model.hipie.select import select_target_query
 from segllm_ros.model.hipie.transformer import DeformableTransformer
-from segllm_ros.model.transforms import to_tensor
+from segllm_ros.model.transforms import resize_longest, to_tensor
 
 NO_OBJECT_LOGIT = -1e4
 """Mask logit of an answer with no target (finite: it is resized and may be half precision)."""
@@ -159,13 +159,10 @@ class HipieR50(nn.Module):
         is -mean/std, as upstream feeds it). Computed in float32, returned in the model's
         dtype."""
         weight = self.resnet.stem.conv1.weight
-        x = to_tensor(image).to(weight.device)
         size = self.config.image_size
-        h, w = x.shape[-2:]
-        scale = size / max(h, w)
-        nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
-        x = F.interpolate(x[None], (nh, nw), mode="bilinear", align_corners=False, antialias=True)
-        x = F.pad(x.round().clamp(0, 255), (0, size - nw, 0, size - nh))
+        x = resize_longest(to_tensor(image).to(weight.device), size)
+        nh, nw = x.shape[-2:]
+        x = F.pad(x[None].round().clamp(0, 255), (0, size - nw, 0, size - nh))
         mean = torch.tensor(self.config.pixel_mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.config.pixel_std, device=x.device).view(1, 3, 1, 1)
         return ((x - mean) / std).to(weight.dtype), (nh, nw)

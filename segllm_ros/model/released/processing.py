@@ -47,16 +47,6 @@ def clip_pixels(image: torch.Tensor, size: int) -> torch.Tensor:
     return (x - mean) / std
 
 
-def resize_longest(image: torch.Tensor, size: int) -> torch.Tensor:
-    """(C, H, W) -> longest side ``size`` (SAM's ``ResizeLongestSide`` rounding), bilinear."""
-    h, w = image.shape[-2:]
-    scale = size / max(h, w)
-    shape = (int(h * scale + 0.5), int(w * scale + 0.5))
-    return F.interpolate(image[None], shape, mode="bilinear", align_corners=False, antialias=True)[
-        0
-    ]
-
-
 def encode_frame(graphs, image: np.ndarray | torch.Tensor) -> FrameFeatures:
     """One camera frame (HxWx3 uint8) -> CLIP tokens and HIPIE's backbone levels (the part
     of the mask decoder that depends on the frame only; in ``sam_embedding``'s place)."""
@@ -73,8 +63,8 @@ def reference_inputs(
     """Earlier masks (R, H, W) on ``image`` (3, H, W) 0..255 -> CLIP pixels of each masked
     crop (R, 3, clip, clip) and each box ``[y0, x0, y1, x1] / size`` (R, 4), both at HIPIE's
     input scale; an empty mask gives zeros for both (upstream's stand-in)."""
-    scaled = _as_uint8(resize_longest(image, size))
-    small = resize_longest(masks.float(), size) >= 0.5  # masks as channels; PIL rounds up
+    scaled = _as_uint8(T.resize_longest(image, size))
+    small = T.resize_longest(masks.float(), size) >= 0.5  # masks as channels; PIL rounds up
     crops, boxes = [], []
     for mask in small:
         ys, xs = torch.nonzero(mask, as_tuple=True)
