@@ -32,15 +32,15 @@ class EncoderLayer(nn.Module):
 
 
 def pixel_centres(spatial_shapes: Sequence[tuple[int, int]], device: torch.device) -> Tensor:
-    """(1, S, L, 2): each flattened position's normalised (x, y) centre, repeated for every
-    level (the encoder's reference points; no padding, so no valid-ratio rescaling)."""
+    """(S, 2): each flattened position's normalised (x, y) centre, levels one after the other
+    (the encoder's reference points and the two-stage anchors' centres; no padding, so no
+    valid-ratio rescaling)."""
     refs = []
     for h, w in spatial_shapes:
         ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
         xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
         refs.append(torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2))
-    ref = torch.cat(refs, 0)
-    return ref[None, :, None].expand(1, ref.shape[0], len(spatial_shapes), 2)
+    return torch.cat(refs, 0)
 
 
 class DeformableEncoder(nn.Module):
@@ -85,7 +85,8 @@ class DeformableEncoder(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """src, pos (N, S, C) flattened levels; text (N, T, text_dim). Returns the memory
         (N, S, C) and the fused text tokens (N, T, text_dim)."""
-        ref = pixel_centres(spatial_shapes, src.device).to(src.dtype)
+        centres = pixel_centres(spatial_shapes, src.device).to(src.dtype)
+        ref = centres[None, :, None].expand(1, centres.shape[0], len(spatial_shapes), 2)
         for fusion, layer in zip(self.vl_layers, self.layers, strict=True):
             if "b_attn" in fusion:
                 src, text = fusion["b_attn"](src, text)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from segllm_ros.model.hipie.decoder import DeformableDecoder
-from segllm_ros.model.hipie.encoder import DeformableEncoder
+from segllm_ros.model.hipie.encoder import DeformableEncoder, pixel_centres
 
 
 @dataclass
@@ -44,13 +44,12 @@ def proposal_boxes(
 ) -> tuple[Tensor, Tensor]:
     """Per flattened position: the logit of its anchor box (pixel centre, side 0.05 * 2**level)
     (1, S, 4), and whether the box lies inside (0.01, 0.99) (1, S, 1)."""
-    boxes = []
-    for level, (h, w) in enumerate(spatial_shapes):
-        ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
-        xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
-        centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
-        boxes.append(torch.cat([centres, torch.full_like(centres, 0.05 * 2.0**level)], -1))
-    anchors = torch.cat(boxes, 0)[None]
+    centres = pixel_centres(spatial_shapes, device)
+    sides = torch.cat(
+        [torch.full((h * w, 2), 0.05 * 2.0**level, device=device)
+         for level, (h, w) in enumerate(spatial_shapes)]
+    )  # fmt: skip
+    anchors = torch.cat([centres, sides], -1)[None]
     valid = ((anchors > 0.01) & (anchors < 0.99)).all(-1, keepdim=True)
     return torch.log(anchors / (1 - anchors)), valid
 
