@@ -53,10 +53,8 @@ class TensorInfo:
         return numel * getattr(torch, self.dtype).itemsize
 
 
-def shard_map(folder: str | Path) -> dict[str, str]:
-    """Stored name -> shard file, from the index (or the one weights file). Raises a
-    ``FileNotFoundError`` naming what was looked for when the folder has no weights."""
-    folder = Path(folder)
+def _weight_map(folder: Path) -> dict[str, str] | None:
+    """Stored name -> shard file from the folder's index; None when it has no index."""
     for name in INDEX_NAMES:
         index = folder / name
         if index.is_file():
@@ -64,12 +62,7 @@ def shard_map(folder: str | Path) -> dict[str, str]:
             if not isinstance(weight_map, dict) or not weight_map:
                 raise ValueError(f"{index}: no 'weight_map' in the index")
             return dict(weight_map)
-    for name in SINGLE_NAMES:
-        if (folder / name).is_file():
-            return {k: name for k in _file_layout(folder / name)}
-    raise FileNotFoundError(
-        f"{folder}: no weights (looked for {', '.join(INDEX_NAMES + SINGLE_NAMES)})"
-    )
+    return None
 
 
 def _file_layout(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -91,8 +84,17 @@ def read_layout(folder: str | Path) -> dict[str, TensorInfo]:
     the shards must agree: a shard the index names that is absent, or a name the index puts
     in a shard that does not hold it, is an error (a half-downloaded folder)."""
     folder = Path(folder)
+    weight_map = _weight_map(folder)
+    if weight_map is None:  # one weights file, no index
+        single = next((n for n in SINGLE_NAMES if (folder / n).is_file()), None)
+        if single is None:
+            raise FileNotFoundError(
+                f"{folder}: no weights (looked for {', '.join(INDEX_NAMES + SINGLE_NAMES)})"
+            )
+        stored = _file_layout(folder / single)
+        return {k: TensorInfo(shape, dtype, single) for k, (shape, dtype) in stored.items()}
     by_file: dict[str, list[str]] = defaultdict(list)
-    for name, file in shard_map(folder).items():
+    for name, file in weight_map.items():
         by_file[file].append(name)
     layout: dict[str, TensorInfo] = {}
     for file, names in sorted(by_file.items()):
@@ -260,14 +262,22 @@ class CheckpointSpec:
             tuple(p for p in self.aliases if p[0] in rename and p[1] in rename),
         )
 
-    def check(self, folder: str | Path) -> KeyReport:
-        """The dry run: headers only."""
-        return check_keys(self.expected, read_layout(folder), self.ignore, self.aliases)
+    def check(
+        self, folder: str | Path, layout: Mapping[str, TensorInfo] | None = None
+    ) -> KeyReport:
+        """The dry run: headers only (``layout``: the folder's, when already read)."""
+        layout = read_layout(folder) if layout is None else layout
+        return check_keys(self.expected, layout, self.ignore, self.aliases)
 
-    def load(self, folder: str | Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    def load(
+        self,
+        folder: str | Path,
+        dtype: torch.dtype | None = None,
+        layout: Mapping[str, TensorInfo] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """The model's state dict (own names) from the folder; a ``ValueError`` with the
         dry-run report, before any tensor is read, when the folder does not fit."""
-        layout = read_layout(folder)
+        layout = read_layout(folder) if layout is None else layout
         report = check_keys(self.expected, layout, self.ignore, self.aliases)
         if not report.ok:
             raise ValueError(f"{folder} does not fit the model:\n{report.summary()}")

@@ -16,6 +16,7 @@ predictor + HIPIE + upstream's selection); ``processing`` and ``template`` are t
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from segllm_ros.model.hipie import HipieR50
 from segllm_ros.model.released import processing, template
-from segllm_ros.model.released.checkpoint import CheckpointSpec, KeyReport, read_layout
+from segllm_ros.model.released.checkpoint import CheckpointSpec, KeyReport, TensorInfo, read_layout
 from segllm_ros.model.released.config import FAMILY, ReleasedConfig
 from segllm_ros.model.released.tokens import load_tokenizer
 
@@ -56,9 +57,10 @@ IGNORED = (
 """Stored tensors that inference never uses (older transformers also saved buffers)."""
 
 
-def stores_tower(directory: str | Path) -> bool:
-    """Whether the folder's weights hold the CLIP tower (upstream saves the full state)."""
-    return any(k.startswith(TOWER_PREFIX) for k in read_layout(directory))
+def stores_tower(layout: Mapping[str, TensorInfo]) -> bool:
+    """Whether a folder's weights (``read_layout``) hold the CLIP tower (upstream saves the
+    full state)."""
+    return any(k.startswith(TOWER_PREFIX) for k in layout)
 
 
 def released_name(own: str) -> str:
@@ -247,15 +249,17 @@ class ReleasedSegLLM(nn.Module):
     def dry_run(cls, directory: str | Path, vision_tower: str | None = None) -> KeyReport:
         """What loading ``directory`` would find, from its config, index and headers only."""
         config = ReleasedConfig.load(directory, vision_tower)
-        return cls.meta(config).checkpoint_spec(stores_tower(directory)).check(directory)
+        layout = read_layout(directory)
+        return cls.meta(config).checkpoint_spec(stores_tower(layout)).check(directory, layout)
 
     @classmethod
     def load_segmentator(cls, directory: str | Path) -> HipieR50:
         """HIPIE alone, in float32, reading only its tensors (for exporting the decoder)."""
         config = ReleasedConfig.load(directory)
-        spec = cls.meta(config).checkpoint_spec(stores_tower(directory)).subset("segmentator.")
+        layout = read_layout(directory)
+        spec = cls.meta(config).checkpoint_spec(stores_tower(layout)).subset("segmentator.")
         model = HipieR50(config.hipie)
-        model.load_state_dict(spec.load(directory, torch.float32))
+        model.load_state_dict(spec.load(directory, torch.float32, layout))
         return model.eval()
 
     @classmethod
@@ -270,11 +274,12 @@ class ReleasedSegLLM(nn.Module):
         directory = Path(directory)
         config = ReleasedConfig.load(directory, vision_tower)
         tokenizer = load_tokenizer(directory, config.llama_config())
-        tower_stored = stores_tower(directory)
+        layout = read_layout(directory)
+        tower_stored = stores_tower(layout)
         with torch.device("meta"):
             llm = LlamaForCausalLM(config.llama_config())
         model = cls(config, tokenizer, llm)
-        state = model.checkpoint_spec(tower_stored).load(directory)
+        state = model.checkpoint_spec(tower_stored).load(directory, layout=layout)
         if not tower_stored:  # in the stored weights' dtype, like the rest
             dtype = state["llm.lm_head.weight"].dtype
             tower = CLIPVisionModel.from_pretrained(config.vision_tower).state_dict()
