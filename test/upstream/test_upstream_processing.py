@@ -44,5 +44,7 @@ def test_upstream_processing_reference_inputs() -> None:
     ref = np.load(FIXTURE)
     np.testing.assert_array_equal(boxes[0].numpy(), ref["box"])
     diff = np.abs(crops[0].numpy() - ref["mask_crop"].astype(np.float32))
+    off = (diff > 0.05).any(0).mean()  # share of crop pixels off by > ~3 levels
+    print(f"reference crop vs the authors': mean |diff| {diff.mean():.4f}, pixels off {off:.2%}")
     assert diff.mean() < 0.005
-    assert (diff > 0.05).any(0).mean() < 0.01  # share of crop pixels off by > ~3 levels
+    assert off < 0.01
